@@ -1,0 +1,219 @@
+"""Series / events / markets of the simulated exchange, derived from an index and the seed.
+
+Why derived: the ``xl`` preset has 1,000,000 markets and must start in seconds within a few GB.
+No per-market dict is stored for the initial population; every static attribute of market ``i``
+(ticker, times, price grid, strike, market_id) is a pure function of ``(seed, i)``. Only markets
+the engine later *creates* record their birth time here.
+
+Ticker scheme (parseable, so a ticker maps back to its index without a lookup table)::
+
+    series  KXSIM{s:04d}
+    event   {series}-E{e:07d}          e = i // markets_per_event, s = e % n_series
+    market  {event}-M{i:07d}
+
+Market indexes only grow; listing in index order therefore keeps pagination stable while new
+markets are created (they appear after every market that existed when paging started).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+
+# Prices are integers in 1e-4 dollars ("0.5600" -> 5600); counts are integers in 1/100 contract.
+ONE_DOLLAR = 10_000
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Size of one scale preset (numbers from kalshi-protocol.md §5)."""
+
+    name: str
+    n_series: int
+    n_events: int
+    n_markets: int
+    rate: float  # default engine msgs/s of virtual time
+    churn_per_s: float  # lifecycle actions (create/close/pause) per virtual second
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset("tiny", 3, 10, 50, 200.0, 0.5),
+    "medium": Preset("medium", 200, 2_000, 20_000, 200.0, 1.0),
+    "large": Preset("large", 2_000, 30_000, 300_000, 3_000.0, 3.0),
+    "xl": Preset("xl", 5_000, 100_000, 1_000_000, 5_000.0, 5.0),
+}
+
+LINEAR_CENT = [("0.0000", "1.0000", "0.0100")]
+TAPERED_DECI_CENT = [
+    ("0.0000", "0.1000", "0.0010"),
+    ("0.1000", "0.9000", "0.0100"),
+    ("0.9000", "1.0000", "0.0010"),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class MarketStatic:
+    """Attributes of a market that never change after creation."""
+
+    index: int
+    ticker: str
+    event_ticker: str
+    series_ticker: str
+    market_id: str
+    created_ms: int
+    open_ms: int
+    close_ms: int
+    structure: str  # price_level_structure
+    fractional: bool
+    floor_strike: int
+    initial: bool  # part of the starting population (has a derived initial book)
+
+
+def _rng(seed: int, index: int, salt: int) -> random.Random:
+    # One independent, reproducible stream per (seed, market, purpose).
+    return random.Random((seed * 1_000_003 + index) * 16 + salt)
+
+
+class Catalog:
+    """Index <-> ticker mapping and static market attributes for one simulator run.
+
+    ``start_ms`` is the virtual time at which the run starts; initial markets were created
+    before it, markets created by the engine record their own birth via :meth:`add_market`.
+    """
+
+    def __init__(self, preset: Preset, seed: int, start_ms: int, profile: str) -> None:
+        self.preset = preset
+        self.seed = seed
+        self.start_ms = start_ms
+        self.profile = profile
+        self.n_series = preset.n_series
+        self.mpe = max(1, preset.n_markets // preset.n_events)
+        self.n_initial = preset.n_markets
+        self.count = preset.n_markets
+        self._born: dict[int, tuple[int, int, int]] = {}  # index -> (created, open, close) ms
+
+    # --- naming -------------------------------------------------------------------------
+    def series_ticker(self, s: int) -> str:
+        return f"KXSIM{s:04d}"
+
+    def event_ticker(self, e: int) -> str:
+        return f"{self.series_ticker(e % self.n_series)}-E{e:07d}"
+
+    def market_ticker(self, i: int) -> str:
+        return f"{self.event_ticker(i // self.mpe)}-M{i:07d}"
+
+    def n_events(self) -> int:
+        return (self.count + self.mpe - 1) // self.mpe
+
+    def parse_market(self, ticker: str) -> int | None:
+        """Index of an existing market, or None (unknown or malformed ticker)."""
+        head, sep, tail = ticker.rpartition("-M")
+        if not sep or not tail.isdigit() or len(tail) != 7:
+            return None
+        i = int(tail)
+        if i >= self.count or self.market_ticker(i) != ticker:
+            return None
+        return i
+
+    def parse_event(self, ticker: str) -> int | None:
+        head, sep, tail = ticker.rpartition("-E")
+        if not sep or not tail.isdigit() or len(tail) != 7:
+            return None
+        e = int(tail)
+        if e >= self.n_events() or self.event_ticker(e) != ticker:
+            return None
+        return e
+
+    def parse_series(self, ticker: str) -> int | None:
+        if not ticker.startswith("KXSIM") or not ticker[5:].isdigit() or len(ticker) != 9:
+            return None
+        s = int(ticker[5:])
+        return s if s < self.n_series else None
+
+    def event_markets(self, e: int) -> range:
+        return range(e * self.mpe, min((e + 1) * self.mpe, self.count))
+
+    # --- creation -------------------------------------------------------------------------
+    def add_market(self, created_ms: int, open_delay_ms: int, life_ms: int) -> int:
+        """Append a new market (engine churn); returns its index."""
+        i = self.count
+        self.count += 1
+        self._born[i] = (created_ms, created_ms + open_delay_ms, created_ms + life_ms)
+        return i
+
+    def static(self, i: int) -> MarketStatic:
+        r = _rng(self.seed, i, 1)
+        if i in self._born:
+            created, open_ms, close_ms = self._born[i]
+            initial = False
+            r.random()
+            r.random()
+            r.random()
+        else:
+            initial = True
+            created = self.start_ms - r.randrange(3_600_000, 30 * 86_400_000)
+            # ~5% of the starting population opens shortly after start (status initialized).
+            if r.random() < 0.05:
+                open_ms = self.start_ms + r.randrange(5_000, 600_000)
+            else:
+                open_ms = created + r.randrange(0, 3_600_000)
+                r.random()
+            close_ms = self.start_ms + r.randrange(2 * 86_400_000, 60 * 86_400_000)
+        fp = self.profile == "fp2026"
+        structure = "tapered_deci_cent" if fp and r.random() < 0.15 else "linear_cent"
+        fractional = fp and r.random() < 0.10
+        mid = uuid.UUID(int=r.getrandbits(128), version=4)
+        return MarketStatic(
+            index=i,
+            ticker=self.market_ticker(i),
+            event_ticker=self.event_ticker(i // self.mpe),
+            series_ticker=self.series_ticker((i // self.mpe) % self.n_series),
+            market_id=str(mid),
+            created_ms=created,
+            open_ms=open_ms,
+            close_ms=close_ms,
+            structure=structure,
+            fractional=fractional,
+            floor_strike=(i % self.mpe) * 10 + 50,
+            initial=initial,
+        )
+
+    def initial_book(self, st: MarketStatic) -> tuple[dict[int, int], dict[int, int]]:
+        """Derived starting book (yes bids, no bids) of a market; empty for created ones.
+
+        Heavy-tailed: most markets rest a few levels, some none on one side.
+        """
+        if not st.initial:
+            return {}, {}
+        r = _rng(self.seed, st.index, 2)
+        step = 100
+        mid = r.randrange(5, 96) * 100  # YES fair value
+        yes: dict[int, int] = {}
+        no: dict[int, int] = {}
+        n_yes = r.choice((0, 1, 2, 3, 4, 6, 8))
+        n_no = r.choice((0, 1, 2, 3, 4, 6, 8))
+        p = mid - step
+        for _ in range(n_yes):
+            if p < step:
+                break
+            yes[p] = r.randrange(1, 500) * 100 + (r.randrange(100) if st.fractional else 0)
+            p -= step * r.randrange(1, 3)
+        q = 10_000 - mid - step
+        for _ in range(n_no):
+            if q < step:
+                break
+            no[q] = r.randrange(1, 500) * 100 + (r.randrange(100) if st.fractional else 0)
+            q -= step * r.randrange(1, 3)
+        return yes, no
+
+
+def price_ranges(structure: str) -> list[tuple[str, str, str]]:
+    return TAPERED_DECI_CENT if structure == "tapered_deci_cent" else LINEAR_CENT
+
+
+def tick_at(structure: str, price: int) -> int:
+    """Grid step (1e-4 dollars) around ``price`` for a price-level structure."""
+    if structure == "tapered_deci_cent" and (price < 1_000 or price >= 9_000):
+        return 10
+    return 100

@@ -1,0 +1,1 @@
+../gatherer/002_partitions.sql

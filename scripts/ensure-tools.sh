@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Install the command-line tools the operations tests (tests/ops/) need, when missing.
+#
+#   promtool         checks and unit-tests alerts/*.yml, parses dashboard PromQL
+#   systemd-analyze  verifies systemd/*.service and *.timer
+#   terraform        `terraform fmt -check` on terraform/ (see below: not installable here)
+#
+# Idempotent and quick when everything is present (a few `command -v` calls).
+# Exit status: 0 when promtool and systemd-analyze are available afterwards, 1 otherwise.
+# terraform is reported but never fatal here: the test that needs it fails loudly by itself.
+#
+# promtool comes from Debian's `prometheus` package, but we do NOT `apt-get install` it: that
+# package ships an init script and a systemd unit, and its maintainer scripts may start a
+# Prometheus server (port 9090, the same port our /metrics endpoints use) on a machine without
+# policy-rc.d. Instead we `apt-get download` the .deb and unpack only /usr/bin/promtool, which
+# depends on nothing but libc.
+set -euo pipefail
+
+PREFIX_BIN="${KALSHI_TOOLS_BIN:-/usr/local/bin}"
+status=0
+
+log() { printf 'ensure-tools: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"; else
+        log "need root for: $*"; return 1; fi
+}
+
+apt_updated=0
+apt_update_once() {
+    if [ "$apt_updated" -eq 0 ]; then
+        # Only refresh the package lists when they are empty (a fresh container).
+        if ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+            as_root apt-get update -qq
+        fi
+        apt_updated=1
+    fi
+}
+
+ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then return 0; fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "promtool missing and apt-get unavailable: install Prometheus' promtool (>= 2.37) onto PATH"
+        return 1
+    fi
+    log "promtool missing: unpacking it from Debian's prometheus package into $PREFIX_BIN"
+    apt_update_once
+    local tmp
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" RETURN
+    # _apt cannot write into a root-owned mktemp dir; let it download there anyway.
+    chmod 0777 "$tmp"
+    (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1) || {
+        apt_updated=0; as_root apt-get update -qq; apt_updated=1
+        (cd "$tmp" && apt-get download -q prometheus >/dev/null)
+    }
+    local deb
+    deb="$(ls "$tmp"/prometheus_*.deb | head -n1)"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -O ./usr/bin/promtool >"$tmp/promtool"
+    chmod 0755 "$tmp/promtool"
+    "$tmp/promtool" --version >/dev/null
+    as_root install -m 0755 "$tmp/promtool" "$PREFIX_BIN/promtool"
+    log "installed $("$PREFIX_BIN/promtool" --version 2>&1 | head -n1)"
+}
+
+ensure_systemd_analyze() {
+    if command -v systemd-analyze >/dev/null 2>&1; then return 0; fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "systemd-analyze missing and apt-get unavailable: install systemd"
+        return 1
+    fi
+    log "systemd-analyze missing: apt-get install systemd"
+    apt_update_once
+    # policy-rc.d-less containers: installing systemd does not start it as PID 1.
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+}
+
+check_terraform() {
+    if command -v terraform >/dev/null 2>&1; then return 0; fi
+    # HashiCorp's binary is distributed from its own release site, which is neither Debian, PyPI
+    # nor npm; nothing in those registries ships it. We do not fetch it from elsewhere.
+    log "terraform not on PATH and not installable from the package registries this project uses;"
+    log "  tests/ops/test_terraform.py::test_terraform_fmt_check will FAIL until terraform >= 1.5 is on PATH"
+}
+
+ensure_promtool || status=1
+ensure_systemd_analyze || status=1
+check_terraform
+
+for t in promtool systemd-analyze; do
+    command -v "$t" >/dev/null 2>&1 || { log "MISSING: $t"; status=1; }
+done
+exit "$status"
