@@ -61,6 +61,7 @@ ensure_promtool() {
     chmod 0755 "$tmp/promtool"
     "$tmp/promtool" --version >/dev/null
     as_root install -m 0755 "$tmp/promtool" "$PREFIX_BIN/promtool"
+    case ":$PATH:" in *":$PREFIX_BIN:"*) ;; *) log "note: $PREFIX_BIN is not on PATH" ;; esac
     log "installed $("$PREFIX_BIN/promtool" --version 2>&1 | head -n1)"
 }
 

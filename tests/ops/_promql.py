@@ -34,14 +34,38 @@ _TOKEN = re.compile(
 
 KEYWORDS = frozenset(
     {
-        "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-        "group_left", "group_right", "inf", "nan", "start", "end", "atan2",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "inf",
+        "nan",
+        "start",
+        "end",
+        "atan2",
     }
 )
 AGGREGATIONS = frozenset(
     {
-        "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values",
-        "bottomk", "topk", "quantile",
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
     }
 )
 GROUPING = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right"})
@@ -51,7 +75,7 @@ class PromQLSyntaxError(ValueError):
     """The expression cannot be tokenised (promtool gives the authoritative verdict)."""
 
     def __init__(self, expr: str, pos: int) -> None:
-        super().__init__(f"cannot tokenise PromQL at offset {pos}: {expr[pos:pos + 30]!r}")
+        super().__init__(f"cannot tokenise PromQL at offset {pos}: {expr[pos : pos + 30]!r}")
         self.expr = expr
         self.pos = pos
 
@@ -93,7 +117,7 @@ def metric_names(expr: str) -> set[str]:
             depth_end = i + 1
             while depth_end < len(toks) and toks[depth_end][1] != "}":
                 depth_end += 1
-            block = toks[i + 1:depth_end]
+            block = toks[i + 1 : depth_end]
             for j in range(len(block) - 2):
                 if block[j] == ("ident", "__name__") and block[j + 1][1] == "=":
                     names.add(block[j + 2][1][1:-1])

@@ -1,13 +1,12 @@
 """The metric names the kalshi-data processes export: the contract alerts/ and grafana/ rely on.
 
-Until gatherer/, deduplicator/ and the archive exporter exist, this list is the authoritative
-expectation: every name here comes from `shared/spec/observability.md` (plus the extras the code
-owners committed to). `tests/ops/test_alerts.py` and `tests/ops/test_dashboards.py` check that every
-metric referenced by a rule or a dashboard panel is in it.
-
-TODO(cross-check): when `shared/metrics.py` lands, add a test that builds `GathererMetrics` and
-`DeduplicatorMetrics` on fresh registries (and scrapes a live /metrics in tests/acceptance/) and
-asserts the exported families equal this table, types included.
+Every name here comes from `shared/spec/observability.md` plus the extras the code owners
+committed to. `tests/ops/test_alerts.py` and `tests/ops/test_dashboards.py` check that every metric
+referenced by a rule or a dashboard panel is in this table, and
+`tests/ops/test_exported_metrics.py` checks that `shared/metrics.py` (`GathererMetrics`,
+`DeduplicatorMetrics`, `ArchiveMetrics`, process collectors) creates each of them with the same
+type. TODO: the cross-check against a live /metrics scrape of running processes comes with the
+acceptance tests of the gatherer/deduplicator (tests/acceptance/).
 
 Each entry maps the *family* name to its Prometheus type. For counters the family name is the
 exposed sample name (prometheus-client appends `_total`; we spell it out). Histograms expose
@@ -31,6 +30,7 @@ GATHERER: dict[str, str] = {
     "market_registry_rest_errors_total": COUNTER,  # {endpoint}
     "market_registry_last_sync_timestamp": GAUGE,  # unix seconds of the last completed sync
     "market_registry_exchange_active": GAUGE,  # 1/0
+    "market_registry_reconciling": GAUGE,  # 1 while a REST reconcile runs
     "ws_client_connected": GAUGE,  # {conn_id, role} 1/0
     "ws_client_messages_received_total": COUNTER,  # {role}
     "ws_client_bytes_received_total": COUNTER,  # {role}
@@ -57,7 +57,7 @@ GATHERER: dict[str, str] = {
     "poller_snapshots_fetched_total": COUNTER,
     "poller_fetch_errors_total": COUNTER,
     "poller_markets_polled": GAUGE,  # markets fetched in the last completed cycle
-    "poller_poll_duration_seconds": GAUGE,  # duration of the last completed cycle
+    "poller_poll_duration_seconds": HISTOGRAM,  # duration of each poll cycle
     "poller_book_mismatches_total": COUNTER,
     "backfill_trades_total": COUNTER,
     "backfill_requests_total": COUNTER,  # {reason}
@@ -90,7 +90,7 @@ ARCHIVE: dict[str, str] = {
     "export_bytes_total": COUNTER,  # {table}
     "export_duration_seconds": HISTOGRAM,  # {table}
     "export_errors_total": COUNTER,  # {table, type in s3|database|parquet|manifest}
-    "export_lag_seconds": GAUGE,  # {table} age of the oldest closed day not yet archived
+    "export_lag_seconds": GAUGE,  # {table} age of the end of the newest exported day
 }
 
 # Not ours, but present on every target we alert on.
