@@ -89,6 +89,19 @@ def is_retryable(exc: BaseException) -> bool:
         not isinstance(exc, pgerrors.InsufficientPrivilege | pgerrors.InvalidAuthorizationSpecification)
 
 
+def is_row_error(exc: BaseException) -> bool:
+    """True when the rows themselves are at fault (SQLSTATE classes 22 data, 23 integrity).
+
+    Only such errors may send rows to ``rejected_rows``. Anything else that is not retryable
+    (a missing table, a revoked grant, bad SQL) is a deployment problem: the rows are fine, so
+    writers keep them and retry slowly while /health reports the error, instead of discarding
+    a whole batch as "bad rows".
+    """
+    if isinstance(exc, RetryableStorage | PermanentStorage):
+        exc = exc.__cause__ or exc
+    return isinstance(exc, pgerrors.DataError | pgerrors.IntegrityError)
+
+
 def classify(exc: BaseException, database: str) -> StorageError:
     """Map a psycopg error onto the project's tree; the text never includes a password."""
     reason = _reason(exc)

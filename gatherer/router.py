@@ -1,0 +1,520 @@
+"""Router: decoder events of every WebSocket connection -> writers, books and I/O requests.
+
+Public API (the connection layer calls these; everything else is private)::
+
+    router = Router(writers, metrics, resync_q=..., backfill_q=..., lifecycle_q=...)
+    router.attach(conn_id, role) -> Decoder      # on (re)connect, before the first frame
+    await router.route(conn_id, raw, received_at_us) -> Sequence[ControlEvent]
+                                                 # every text frame; returns the command replies
+                                                 # (Subscribed / Unsubscribed / Ok / ErrorFrame)
+    router.detach(conn_id)                       # on disconnect: its sids and books are void
+    router.book(ticker) -> Book | None           # clean reconstructed book, if any
+    router.compare(rest_snapshot, depth=None) -> BookDiff | None   # poller mismatch check
+    await router.request_resync(ticker, reason)  # poller/admin: resync one market
+    router.flush_metrics()                       # push batched counters (also done every ~1 s)
+
+``writers`` maps table name -> anything with ``async put(row)`` (``gatherer.writer.Writer``):
+``trades``, ``orderbook_deltas``, ``orderbook_snapshots``, ``tickers``. ``put`` is the
+backpressure point: when a writer's queue is full, ``route`` waits, and so does the socket read.
+
+What goes on the request queues (consumed by the I/O layer):
+
+- ``resync_q``: ``ResyncRequest(conn_id, sid, tickers, reason)``: send ``update_subscription``
+  ``get_snapshot`` for those markets (or resubscribe). Reasons: ``seq_gap``, ``no_snapshot``
+  (delta before any snapshot), ``negative_level``, ``rejected_frame``, ``book_mismatch``, and
+  whatever ``request_resync`` is given.
+- ``backfill_q``: ``BackfillRequest(tickers, start_us, end_us, reason, conn_id)``: REST trade
+  backfill; ``tickers=None`` means all markets of that trade subscription. Raised on a trade-channel
+  seq gap (window: previous frame's receive time .. the frame that revealed the gap).
+- ``lifecycle_q``: ``Lifecycle`` events for the market registry, and ``SeqGap`` of a lifecycle
+  sid (a missed state change: reconcile over REST).
+
+Order-book rules (data-model.md hardening 6): a market's deltas are accepted only from the sid
+whose snapshot it last received (its owner) and only after that snapshot; others are dropped and
+counted (``router_messages_routed_total{type="delta_dropped"}``). After a seq gap every book of
+that sid is dirty: its deltas are still stored (they are real exchange events) but not applied,
+until the resync snapshot replaces the book. ``occurrence`` numbers identical
+(ticker, exchange_ts, side, price, delta) in arrival order among stored deltas; only the current
+exchange_ts of each market is tracked, so an identical delta that comes back after a newer
+exchange_ts would be numbered 0 again (exchange timestamps do not go backwards within a market's
+stream). Stored snapshots carry the exchange_ts/occurrence of the last delta stored before them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.kalshi.book import Book, BookDiff
+from shared.kalshi.decode import DATA_TYPES, REJECT_REASONS, UNKNOWN_TYPE, Decoder
+from shared.kalshi.models import (
+    ControlEvent,
+    DeltaRow,
+    Duplicate,
+    ErrorFrame,
+    Lifecycle,
+    Ok,
+    Profile,
+    Rejected,
+    SeqGap,
+    SnapshotRow,
+    TickerRow,
+    TradeRow,
+    Unsubscribed,
+)
+from shared.logging import RateLimitedLog
+from shared.metrics import GathererMetrics
+
+__all__ = ["TERMINAL_ERROR_CODES", "BackfillRequest", "ResyncRequest", "Router", "RowSink"]
+
+#: Kalshi error codes after which a subscription is dead and must be resubscribed.
+TERMINAL_ERROR_CODES = frozenset((10, 25))
+
+# Batched counter pushes: a labelled Counter.inc costs ~0.4 µs (a lock and a float add); local
+# int adds flushed every FLUSH_EVERY messages or FLUSH_INTERVAL_S cut that to ~0.05 µs/msg.
+FLUSH_EVERY = 1024
+FLUSH_INTERVAL_S = 1.0
+
+_ROUTED_TYPES = (
+    "orderbook_delta",
+    "orderbook_snapshot",
+    "trade",
+    "ticker",
+    "lifecycle",
+    "control",
+    "delta_dropped",
+)
+_NO_CONTROL: tuple[ControlEvent, ...] = ()
+
+
+class RowSink(Protocol):
+    """What the router needs from a writer: ``offer`` (accept now or return False) and ``put``
+    (wait for room: the backpressure point)."""
+
+    def offer(self, row: Any) -> bool: ...
+
+    async def put(self, row: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ResyncRequest:
+    """Fetch fresh snapshots for ``tickers`` on subscription ``sid`` of ``conn_id``."""
+
+    conn_id: str
+    sid: int
+    tickers: tuple[str, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillRequest:
+    """Fetch REST trades in [start_us, end_us] (our receive clock; add overlap when querying).
+    ``tickers=None``: every market of the affected trade subscription."""
+
+    tickers: tuple[str, ...] | None
+    start_us: int
+    end_us: int
+    reason: str
+    conn_id: str | None = None
+
+
+class _Market:
+    """Per-market routing state."""
+
+    __slots__ = ("book", "dirty", "last_occ", "last_ts", "occ", "occ_ts", "owner", "pending", "sid")
+
+    def __init__(self) -> None:
+        self.owner: _Conn | None = None
+        self.sid: int | None = None
+        self.book: Book | None = None
+        self.dirty = False
+        self.pending = False  # a resync was requested and its snapshot has not arrived
+        self.occ_ts = -1
+        self.occ: dict[tuple[str, int, int], int] = {}
+        self.last_ts: int | None = None
+        self.last_occ: int | None = None
+
+
+class _Conn:
+    __slots__ = ("conn_id", "decoder", "dups", "gaps", "role", "sids")
+
+    def __init__(self, conn_id: str, role: str, decoder: Decoder, metrics: GathererMetrics) -> None:
+        self.conn_id = conn_id
+        self.role = role
+        self.decoder = decoder
+        self.sids: dict[int, set[str]] = {}  # sid -> markets this sid owns
+        self.gaps = metrics.conn_manager_sequence_gaps_total.labels(role=role)
+        self.dups = metrics.router_duplicates_total.labels(role=role)
+
+
+class Router:
+    """Routes decoded frames; one per gatherer process. See the module docstring for the API."""
+
+    def __init__(
+        self,
+        writers: Mapping[str, RowSink],
+        metrics: GathererMetrics,
+        *,
+        resync_q: asyncio.Queue[ResyncRequest],
+        backfill_q: asyncio.Queue[BackfillRequest],
+        lifecycle_q: asyncio.Queue[Lifecycle | SeqGap],
+        profile_hint: Profile | None = None,
+        logger: logging.Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._trades = writers["trades"]
+        self._deltas = writers["orderbook_deltas"]
+        self._snapshots = writers["orderbook_snapshots"]
+        self._tickers = writers["tickers"]
+        self._m = metrics
+        self._resync_q = resync_q
+        self._backfill_q = backfill_q
+        self._lifecycle_q = lifecycle_q
+        self._profile_hint = profile_hint
+        self._log = logger or logging.getLogger("gatherer.router")
+        self._rl = RateLimitedLog(self._log, 60.0)
+        self._clock = clock
+        self._conns: dict[str, _Conn] = {}
+        self._outbox: list[ResyncRequest] = []
+        self._markets: dict[str, _Market] = {}
+        # pre-bound children: no label lookup on the per-message path
+        self._routed = {
+            t: metrics.router_messages_routed_total.labels(type=t) for t in _ROUTED_TYPES
+        }
+        self._parse = {
+            r: metrics.router_parse_errors_total.labels(reason=r) for r in REJECT_REASONS
+        }
+        self._n = dict.fromkeys(_ROUTED_TYPES, 0)
+        self._pending_n = 0
+        self._last_flush = clock()
+
+    # -- connection lifecycle -----------------------------------------------------------------
+
+    def attach(self, conn_id: str, role: str) -> Decoder:
+        """Register a (re)connected socket; returns its fresh decoder. A previous attachment under
+        the same id is detached first (its sids died with the old socket)."""
+        if conn_id in self._conns:
+            self.detach(conn_id)
+        dec = Decoder(self._profile_hint)
+        self._conns[conn_id] = _Conn(conn_id, role, dec, self._m)
+        return dec
+
+    def detach(self, conn_id: str) -> None:
+        """Forget a closed socket: every market it owned loses its book until a new snapshot."""
+        conn = self._conns.pop(conn_id, None)
+        if conn is None:
+            return
+        for sid in list(conn.sids):
+            self._release_sid(conn, sid)
+
+    # -- per frame ----------------------------------------------------------------------------
+
+    async def route(
+        self, conn_id: str, raw: bytes | str, received_at_us: int
+    ) -> Sequence[ControlEvent]:
+        """Decode one frame of ``conn_id`` and act on it. Waits when a writer queue is full.
+
+        Returns the command replies in the frame (usually none) for the connection layer.
+        Raises KeyError if ``conn_id`` was never attached.
+        """
+        conn = self._conns[conn_id]
+        control: list[ControlEvent] | None = None
+        for ev in conn.decoder.feed(raw, received_at_us):
+            cls = type(ev)
+            if cls is DeltaRow:
+                # sync bookkeeping + offer(): no coroutine per delta unless a queue is full
+                row = self._delta_row(conn, ev)  # type: ignore[arg-type]
+                if row is not None and not self._deltas.offer(row):
+                    await self._deltas.put(row)
+            elif cls is TradeRow:
+                self._n["trade"] += 1
+                if not self._trades.offer(ev):
+                    await self._trades.put(ev)
+            elif cls is TickerRow:
+                self._n["ticker"] += 1
+                if not self._tickers.offer(ev):
+                    await self._tickers.put(ev)
+            elif cls is SnapshotRow:
+                await self._on_snapshot(conn, ev)  # type: ignore[arg-type]
+            elif cls is Lifecycle:
+                self._n["lifecycle"] += 1
+                await self._lifecycle_q.put(ev)  # type: ignore[arg-type]
+            elif cls is SeqGap:
+                await self._on_gap(conn, ev)  # type: ignore[arg-type]
+            elif cls is Duplicate:
+                conn.dups.inc()
+            elif cls is Rejected:
+                await self._on_rejected(conn, ev)  # type: ignore[arg-type]
+            else:
+                self._n["control"] += 1
+                self._on_control(conn, ev)  # type: ignore[arg-type]
+                if control is None:
+                    control = []
+                control.append(ev)  # type: ignore[arg-type]
+        if self._outbox:
+            await self._drain_outbox()
+        self._pending_n += 1
+        if self._pending_n >= FLUSH_EVERY or self._clock() - self._last_flush >= FLUSH_INTERVAL_S:
+            self.flush_metrics()
+        return _NO_CONTROL if control is None else control
+
+    def _delta_row(self, conn: _Conn, row: DeltaRow) -> DeltaRow | None:
+        """Ownership, occurrence and book for one delta; the row to store, or None to drop.
+        Resync requests it raises wait in the outbox (sent by ``route`` after the frame)."""
+        m = self._markets.get(row.ticker)
+        if m is None or m.owner is not conn or m.sid != row.sid:
+            # Not this sid's market (stale subscription), or no snapshot yet: not stored, since
+            # another gatherer's numbering would not match ours (hardening 6).
+            self._n["delta_dropped"] += 1
+            if (m is None or m.owner is None) and row.sid is not None:
+                if m is None:
+                    m = self._markets[row.ticker] = _Market()
+                if not m.pending:
+                    m.pending = True
+                    self._rl.log(
+                        logging.WARNING,
+                        "no_snapshot",
+                        "delta before snapshot; resync",
+                        now=self._clock(),
+                        conn_id=conn.conn_id,
+                        ticker=row.ticker,
+                    )
+                    self._outbox.append(
+                        ResyncRequest(conn.conn_id, row.sid, (row.ticker,), "no_snapshot")
+                    )
+            return None
+        ts = row.exchange_ts
+        if ts != m.occ_ts:
+            m.occ_ts = ts
+            if m.occ:
+                m.occ = {}
+        key = (row.side, row.price, row.delta)
+        n = m.occ.get(key, 0)
+        m.occ[key] = n + 1
+        if n:
+            row = row._replace(occurrence=n)
+        m.last_ts = ts
+        m.last_occ = n
+        if not m.dirty and m.book is not None:
+            if not m.book.apply_delta(row.side, row.price, row.delta, ts, n):
+                m.dirty = m.pending = True
+                self._rl.log(
+                    logging.WARNING,
+                    "negative_level",
+                    "delta drove a level below zero; resync",
+                    now=self._clock(),
+                    conn_id=conn.conn_id,
+                    ticker=row.ticker,
+                )
+                if row.sid is not None:
+                    self._outbox.append(
+                        ResyncRequest(conn.conn_id, row.sid, (row.ticker,), "negative_level")
+                    )
+        self._n["orderbook_delta"] += 1
+        return row
+
+    async def _drain_outbox(self) -> None:
+        box, self._outbox = self._outbox, []
+        for req in box:
+            await self._resync_q.put(req)
+
+    async def _on_snapshot(self, conn: _Conn, row: SnapshotRow) -> None:
+        ticker = row.ticker
+        m = self._markets.get(ticker)
+        if m is None:
+            m = self._markets[ticker] = _Market()
+        # The table has no sid column; the decoder remembers the sid of the frame it just fed.
+        snap_sid = conn.decoder.frame_sid
+        if m.owner is not conn or m.sid != snap_sid:
+            if m.owner is not None and m.sid is not None:
+                owned = m.owner.sids.get(m.sid)
+                if owned is not None:
+                    owned.discard(ticker)
+            m.owner = conn
+            m.sid = snap_sid
+            if snap_sid is not None:
+                conn.sids.setdefault(snap_sid, set()).add(ticker)
+        was_resync = m.pending or m.dirty
+        m.dirty = False
+        m.pending = False
+        row = row._replace(
+            source="resync" if (was_resync or row.source == "resync") else row.source,
+            last_delta_ts=m.last_ts,
+            last_delta_occurrence=m.last_occ,
+        )
+        if m.book is None:
+            m.book = Book.from_snapshot(row)
+        else:
+            m.book.apply_snapshot(row)
+        self._n["orderbook_snapshot"] += 1
+        if not self._snapshots.offer(row):
+            await self._snapshots.put(row)
+
+    async def _on_gap(self, conn: _Conn, gap: SeqGap) -> None:
+        conn.gaps.inc()
+        self._rl.log(
+            logging.WARNING,
+            f"seq_gap:{conn.role}",
+            "sequence gap on sid %s: expected %s got %s",
+            gap.sid,
+            gap.expected,
+            gap.got,
+            now=self._clock(),
+            conn_id=conn.conn_id,
+        )
+        ft = gap.frame_type
+        channel = gap.channel or conn.decoder.channel(gap.sid)
+        if ft.startswith("orderbook") or channel == "orderbook_delta":
+            tickers = conn.sids.get(gap.sid)
+            if tickers:
+                for t in tickers:
+                    self._mark_dirty(self._markets[t])
+                await self._request(conn, gap.sid, tuple(sorted(tickers)), "seq_gap", force=True)
+        elif ft == "trade" or channel == "trade":
+            start = gap.last_received_at if gap.last_received_at is not None else gap.received_at
+            await self._backfill_q.put(
+                BackfillRequest(None, start, gap.received_at, "seq_gap", conn.conn_id)
+            )
+        elif ft in DATA_TYPES or (channel or "").endswith("lifecycle_v2"):
+            await self._lifecycle_q.put(gap)
+
+    async def _on_rejected(self, conn: _Conn, rej: Rejected) -> None:
+        child = self._parse.get(rej.reason)
+        if child is None:
+            child = self._parse[rej.reason] = self._m.router_parse_errors_total.labels(
+                reason=rej.reason
+            )
+        child.inc()
+        if rej.reason == UNKNOWN_TYPE:
+            self._m.router_unknown_messages_total.inc()
+        self._rl.log(
+            logging.WARNING,
+            f"rejected:{rej.reason}",
+            "frame rejected: %s (%s)",
+            rej.reason,
+            rej.detail,
+            now=self._clock(),
+            conn_id=conn.conn_id,
+            frame_type=rej.frame_type,
+        )
+        # A lost orderbook frame means the book no longer matches the exchange.
+        if rej.sid is not None and rej.frame_type in ("orderbook_delta", "orderbook_snapshot"):
+            owned = conn.sids.get(rej.sid, set())
+            if rej.ticker is not None and rej.ticker in owned:
+                targets: Sequence[str] = (rej.ticker,)
+            elif rej.ticker is None:
+                targets = sorted(owned)
+            else:
+                targets = ()
+            for t in targets:
+                self._mark_dirty(self._markets[t])
+            if targets:
+                await self._request(conn, rej.sid, tuple(targets), "rejected_frame", force=True)
+
+    def _on_control(self, conn: _Conn, ev: ControlEvent) -> None:
+        if isinstance(ev, Unsubscribed):
+            if ev.sid is not None:
+                self._release_sid(conn, ev.sid)
+        elif isinstance(ev, ErrorFrame):
+            self._rl.log(
+                logging.WARNING,
+                f"error_frame:{ev.code}",
+                "error frame code %s: %s",
+                ev.code,
+                ev.msg,
+                now=self._clock(),
+                conn_id=conn.conn_id,
+            )
+            if ev.code in TERMINAL_ERROR_CODES and ev.sid is not None:
+                self._release_sid(conn, ev.sid)
+                conn.decoder.forget(ev.sid)
+        elif isinstance(ev, Ok):
+            if ev.sid is not None and ev.market_tickers is not None:
+                keep = set(ev.market_tickers)
+                owned = conn.sids.get(ev.sid)
+                if owned:
+                    for t in [t for t in owned if t not in keep]:  # delete_markets
+                        self._release_market(t)
+        # Subscribed: nothing to do until the snapshot arrives.
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _mark_dirty(self, m: _Market) -> None:
+        m.dirty = True
+
+    async def _request(
+        self, conn: _Conn, sid: int, tickers: tuple[str, ...], reason: str, force: bool = False
+    ) -> None:
+        todo = []
+        for t in tickers:
+            m = self._markets.get(t)
+            if m is None:
+                continue
+            if force or not m.pending:
+                m.pending = True
+                todo.append(t)
+        if todo:
+            await self._resync_q.put(ResyncRequest(conn.conn_id, sid, tuple(todo), reason))
+
+    def _release_market(self, ticker: str) -> None:
+        m = self._markets.get(ticker)
+        if m is None:
+            return
+        if m.owner is not None and m.sid is not None:
+            owned = m.owner.sids.get(m.sid)
+            if owned is not None:
+                owned.discard(ticker)
+        m.owner = None
+        m.sid = None
+        m.book = None
+        m.dirty = False
+        m.pending = False
+
+    def _release_sid(self, conn: _Conn, sid: int) -> None:
+        for t in list(conn.sids.pop(sid, ())):
+            m = self._markets.get(t)
+            if m is not None and m.owner is conn and m.sid == sid:
+                m.owner = None
+                m.sid = None
+                m.book = None
+                m.dirty = False
+                m.pending = False
+
+    # -- queries for the poller / admin API ---------------------------------------------------
+
+    def book(self, ticker: str) -> Book | None:
+        """The reconstructed book if the market is owned and clean, else None."""
+        m = self._markets.get(ticker)
+        if m is None or m.book is None or m.dirty or m.owner is None:
+            return None
+        return m.book
+
+    def compare(self, snapshot: SnapshotRow, depth: int | None = None) -> BookDiff | None:
+        """Diff a (REST) snapshot against our book; None when we have no clean book to compare.
+        The caller counts a non-empty diff and calls ``request_resync``."""
+        book = self.book(snapshot.ticker)
+        return None if book is None else book.diff(snapshot, depth)
+
+    async def request_resync(self, ticker: str, reason: str = "book_mismatch") -> bool:
+        """Mark a market dirty and ask its owning connection for a fresh snapshot.
+        False when no connection owns it (nothing to resync on)."""
+        m = self._markets.get(ticker)
+        if m is None or m.owner is None or m.sid is None:
+            return False
+        self._mark_dirty(m)
+        await self._request(m.owner, m.sid, (ticker,), reason, force=True)
+        return True
+
+    def flush_metrics(self) -> None:
+        """Push the locally batched counters to Prometheus."""
+        n = self._n
+        for t, c in n.items():
+            if c:
+                self._routed[t].inc(c)
+                n[t] = 0
+        self._pending_n = 0
+        self._last_flush = self._clock()
