@@ -1,0 +1,358 @@
+"""Wire encoding of engine state and events, per schema profile.
+
+The simulator has its own encoder (never shared/kalshi/) so a decoder bug cannot hide behind an
+encoder sharing the same mistake. Shapes follow kalshi-protocol.md §3/§4:
+
+* ``fp2026``: ``*_dollars`` strings (4 dp), ``*_fp`` counts (2 dp), ``ts_ms``, ``orderbook_fp``.
+* ``legacy2025``: integer cents and integer counts (+ ``*_dollars`` twins on REST markets),
+  WS orderbook ``yes``/``no`` arrays of ``[cents, qty]``, delta ``price``/``delta`` ints and an
+  RFC 3339 ``ts`` with nanoseconds.
+
+WS message bodies are encoded once per event (``orjson``) and framed per subscriber with a
+bytes template, so fan-out costs one ``%`` format per frame.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from .catalog import ONE_DOLLAR, Catalog, MarketStatic, price_ranges
+from .engine import Delta, EventLifecycle, Lifecycle, MarketState, Ticker, Trade, best
+
+FP2026 = "fp2026"
+LEGACY2025 = "legacy2025"
+PROFILES = (FP2026, LEGACY2025)
+
+
+def dollars(p: int) -> str:
+    return f"{p // 10_000}.{p % 10_000:04d}"
+
+
+def fp(c: int) -> str:
+    if c < 0:
+        c = -c
+        return f"-{c // 100}.{c % 100:02d}"
+    return f"{c // 100}.{c % 100:02d}"
+
+
+def iso_ms(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+
+
+def iso_us(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 1_000_000)) + \
+        f".{us % 1_000_000:06d}Z"
+
+
+def iso_s(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
+
+
+def seq_template(type_: str) -> bytes:
+    """``%``-template of a data frame with seq: (sid, seq, body)."""
+    return b'{"type":"%s","sid":%%d,"seq":%%d,"msg":%%s}' % type_.encode()
+
+
+def noseq_template(type_: str) -> bytes:
+    return b'{"type":"%s","sid":%%d,"msg":%%s}' % type_.encode()
+
+
+def frame(type_: str, sid: int, seq: int | None, body: bytes, id_: int | None = None) -> bytes:
+    """A data frame around a pre-encoded ``msg`` body (slow path; hub.py caches templates)."""
+    head = b'{"id":%d,' % id_ if id_ else b"{"
+    if seq is None:
+        return head + b'"type":"%s","sid":%d,"msg":%s}' % (type_.encode(), sid, body)
+    return head + b'"type":"%s","sid":%d,"seq":%d,"msg":%s}' % (type_.encode(), sid, seq, body)
+
+
+REST_STATUS = {
+    # engine status -> Market.status
+    "initialized": "initialized", "active": "active", "inactive": "inactive",
+    "closed": "closed", "determined": "determined", "finalized": "finalized",
+}
+# /markets?status= filter value -> accepted Market.status values
+STATUS_FILTER = {
+    "unopened": {"initialized"},
+    "open": {"active"},
+    "paused": {"inactive"},
+    "closed": {"closed", "determined", "disputed", "amended"},
+    "settled": {"finalized"},
+}
+
+
+class Encoder:
+    """Builds REST objects and WS message bodies for one profile."""
+
+    def __init__(self, profile: str, catalog: Catalog) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}")
+        self.profile = profile
+        self.legacy = profile == LEGACY2025
+        self.catalog = catalog
+        self._clock = 0  # legacy ticker "Clock": global monotonic counter
+        # Formatting numbers is the hot cost of encoding: every price on the grid is
+        # precomputed, counts are memoised (bounded).
+        self._dollars = [dollars(p) for p in range(ONE_DOLLAR + 1)]
+        self._fp: dict[int, str] = {}
+        self._sec = -1  # one-entry cache: strftime of the current second is the hot cost
+        self._sec_text = ""
+
+    def _d(self, p: int) -> str:
+        return self._dollars[p] if 0 <= p <= ONE_DOLLAR else dollars(p)
+
+    def _c(self, c: int) -> str:
+        v = self._fp.get(c)
+        if v is None:
+            if len(self._fp) > 100_000:
+                self._fp.clear()
+            v = self._fp[c] = fp(c)
+        return v
+
+    def _iso_us(self, us: int) -> str:
+        sec = us // 1_000_000
+        if sec != self._sec:
+            self._sec = sec
+            self._sec_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._sec_text}.{us % 1_000_000:06d}Z"
+
+    # --- WebSocket bodies -----------------------------------------------------------------
+    def delta_body(self, d: Delta, market_id: str) -> bytes:
+        if self.legacy:
+            return orjson.dumps({
+                "market_ticker": d.ticker, "market_id": market_id, "price": d.price // 100,
+                "delta": d.delta // 100, "side": d.side,
+                "ts": self._iso_us(d.ts_us)[:-1] + "000Z",
+            })
+        return orjson.dumps({
+            "market_ticker": d.ticker, "market_id": market_id, "price_dollars": self._d(d.price),
+            "delta_fp": self._c(d.delta), "side": d.side, "ts": self._iso_us(d.ts_us),
+            "ts_ms": d.ts_us // 1000,
+        })
+
+    def snapshot_body(self, ticker: str, market_id: str, yes: dict[int, int],
+                      no: dict[int, int]) -> bytes:
+        msg: dict[str, Any] = {"market_ticker": ticker, "market_id": market_id}
+        if self.legacy:
+            if yes:
+                msg["yes"] = [[p // 100, c // 100] for p, c in sorted(yes.items())]
+                msg["yes_dollars"] = [[f"{p / 10_000:.2f}", c // 100] for p, c in sorted(yes.items())]
+            if no:
+                msg["no"] = [[p // 100, c // 100] for p, c in sorted(no.items())]
+                msg["no_dollars"] = [[f"{p / 10_000:.2f}", c // 100] for p, c in sorted(no.items())]
+        else:
+            if yes:
+                msg["yes_dollars_fp"] = [[self._d(p), self._c(c)] for p, c in sorted(yes.items())]
+            if no:
+                msg["no_dollars_fp"] = [[self._d(p), self._c(c)] for p, c in sorted(no.items())]
+        return orjson.dumps(msg)
+
+    def trade_body(self, t: Trade) -> bytes:
+        if self.legacy:
+            return orjson.dumps({
+                "trade_id": t.trade_id, "market_ticker": t.ticker, "yes_price": t.yes_price // 100,
+                "no_price": (ONE_DOLLAR - t.yes_price) // 100, "count": t.qty // 100,
+                "taker_side": t.taker_side, "ts": t.ts_us // 1_000_000,
+            })
+        return orjson.dumps({
+            "trade_id": t.trade_id, "market_ticker": t.ticker,
+            "yes_price_dollars": self._d(t.yes_price),
+            "no_price_dollars": self._d(ONE_DOLLAR - t.yes_price), "count_fp": self._c(t.qty),
+            "taker_side": t.taker_side, "taker_outcome_side": t.taker_side,
+            "taker_book_side": "bid" if t.taker_side == "yes" else "ask",
+            "is_block_trade": False, "ts": t.ts_us // 1_000_000, "ts_ms": t.ts_us // 1000,
+        })
+
+    def ticker_body(self, k: Ticker, market_id: str) -> bytes:
+        ts_ms = k.ts_us // 1000
+        if self.legacy:
+            self._clock += 1
+            return orjson.dumps({
+                "market_ticker": k.ticker, "market_id": market_id, "price": k.price // 100,
+                "yes_bid": k.yes_bid // 100, "yes_ask": k.yes_ask // 100,
+                "price_dollars": self._d(k.price), "yes_bid_dollars": self._d(k.yes_bid),
+                "yes_ask_dollars": self._d(k.yes_ask), "volume": k.volume // 100,
+                "open_interest": k.open_interest // 100, "dollar_volume": k.dollar_volume,
+                "dollar_open_interest": k.dollar_open_interest, "ts": ts_ms // 1000,
+                "Clock": self._clock,
+            })
+        return orjson.dumps({
+            "market_id": market_id, "market_ticker": k.ticker, "price_dollars": self._d(k.price),
+            "yes_bid_dollars": self._d(k.yes_bid), "yes_ask_dollars": self._d(k.yes_ask),
+            "volume_fp": self._c(k.volume), "open_interest_fp": self._c(k.open_interest),
+            "dollar_volume": k.dollar_volume, "dollar_open_interest": k.dollar_open_interest,
+            "yes_bid_size_fp": self._c(k.yes_bid_size), "yes_ask_size_fp": self._c(k.yes_ask_size),
+            "last_trade_size_fp": self._c(k.last_trade_size), "ts": ts_ms // 1000, "ts_ms": ts_ms,
+            "time": self._iso_us(ts_ms * 1000)[:19] + "Z",
+        })
+
+    def lifecycle_body(self, e: Lifecycle, st: MarketStatic) -> bytes:
+        msg: dict[str, Any] = {"market_ticker": e.ticker, "event_type": e.event_type}
+        msg.update(e.fields)
+        if e.event_type == "created":
+            msg["exchange_index"] = st.index % 8
+            msg["additional_metadata"] = {
+                "name": st.ticker, "title": f"Simulated market {st.index}",
+                "yes_sub_title": f"Above {st.floor_strike}",
+                "no_sub_title": f"Above {st.floor_strike}", "rules_primary": "Simulated.",
+                "rules_secondary": "", "can_close_early": True, "event_ticker": st.event_ticker,
+                "expected_expiration_ts": st.close_ms // 1000 + 3600, "strike_type": "greater",
+                "floor_strike": st.floor_strike,
+            }
+            msg["price_level_structure"] = st.structure
+            msg["price_ranges"] = [{"start": a, "end": b, "step": c}
+                                   for a, b, c in price_ranges(st.structure)]
+        msg["ts_ms"] = e.ts_us // 1000
+        return orjson.dumps(msg)
+
+    def event_lifecycle_body(self, e: EventLifecycle) -> bytes:
+        msg: dict[str, Any] = {"event_ticker": e.event_ticker}
+        msg.update(e.fields)
+        msg["ts_ms"] = e.ts_us // 1000
+        return orjson.dumps(msg)
+
+    # --- REST objects -------------------------------------------------------------------
+    def market(self, s: MarketState, status: str) -> dict[str, Any]:
+        st = s.st
+        yb, ybs = best(s.yes)
+        nb, nbs = best(s.no)
+        ya = ONE_DOLLAR - nb
+        na = ONE_DOLLAR - yb
+        ranges = [{"start": a, "end": b, "step": c} for a, b, c in price_ranges(st.structure)]
+        m: dict[str, Any] = {
+            "ticker": st.ticker, "event_ticker": st.event_ticker, "market_type": "binary",
+            "title": f"Simulated market {st.index}", "subtitle": "",
+            "yes_sub_title": f"Above {st.floor_strike}", "no_sub_title": f"Above {st.floor_strike}",
+            "created_time": iso_s(st.created_ms), "updated_time": iso_ms(s.updated_ms),
+            "open_time": iso_s(st.open_ms), "close_time": iso_s(s.close_ms),
+            "latest_expiration_time": iso_s(st.close_ms + 7 * 86_400_000),
+            "expected_expiration_time": iso_s(st.close_ms + 3_600_000),
+            "expiration_time": iso_s(st.close_ms + 7 * 86_400_000),
+            "settlement_timer_seconds": 1800, "status": REST_STATUS[status],
+            "result": s.result, "can_close_early": True,
+            "fractional_trading_enabled": st.fractional, "expiration_value": "",
+            "settlement_ts": iso_ms(s.settled_ms) if s.settled_ms is not None else None,
+            "strike_type": "greater", "floor_strike": st.floor_strike, "cap_strike": None,
+            "rules_primary": "Simulated.", "rules_secondary": "",
+            "price_level_structure": st.structure, "price_ranges": ranges,
+            "response_price_units": "usd_cent", "tick_size": 1,
+        }
+        if s.result:
+            m["settlement_value_dollars"] = "1.0000" if s.result == "yes" else "0.0000"
+        if self.legacy:
+            m.update({
+                "yes_bid": yb // 100, "yes_ask": ya // 100, "no_bid": nb // 100,
+                "no_ask": na // 100, "last_price": s.last_price // 100,
+                "previous_yes_bid": yb // 100, "previous_yes_ask": ya // 100,
+                "previous_price": s.prev_price // 100, "volume": s.volume // 100,
+                "volume_24h": s.volume // 100, "open_interest": s.oi // 100,
+                "notional_value": 100, "liquidity": 0, "risk_limit_cents": 0,
+                "yes_bid_dollars": dollars(yb), "yes_ask_dollars": dollars(ya),
+                "no_bid_dollars": dollars(nb), "no_ask_dollars": dollars(na),
+                "last_price_dollars": dollars(s.last_price), "category": "Simulated",
+            })
+        else:
+            m.update({
+                "yes_bid_dollars": dollars(yb), "yes_ask_dollars": dollars(ya),
+                "no_bid_dollars": dollars(nb), "no_ask_dollars": dollars(na),
+                "yes_bid_size_fp": fp(ybs), "yes_ask_size_fp": fp(nbs),
+                "last_price_dollars": dollars(s.last_price),
+                "previous_yes_bid_dollars": dollars(yb), "previous_yes_ask_dollars": dollars(ya),
+                "previous_price_dollars": dollars(s.prev_price),
+                "volume_fp": fp(s.volume), "volume_24h_fp": fp(s.volume),
+                "open_interest_fp": fp(s.oi), "notional_value_dollars": "1.0000",
+                "liquidity_dollars": "0.0000", "is_provisional": False,
+            })
+        return m
+
+    def event(self, e: int, now_ms: int) -> dict[str, Any]:
+        cat = self.catalog
+        first = cat.static(e * cat.mpe)
+        return {
+            "event_ticker": cat.event_ticker(e), "series_ticker": first.series_ticker,
+            "title": f"Simulated event {e}", "sub_title": "", "collateral_return_type": "MECNET",
+            "mutually_exclusive": False, "category": "Simulated",
+            "strike_date": iso_s(first.close_ms), "strike_period": None,
+            "available_on_brokers": False, "product_metadata": None,
+            "last_updated_ts": iso_s(first.created_ms),
+        }
+
+    def series(self, s: int) -> dict[str, Any]:
+        t = self.catalog.series_ticker(s)
+        return {
+            "ticker": t, "frequency": "daily", "title": f"Simulated series {s}",
+            "category": ("Economics", "Crypto", "Sports")[s % 3], "tags": ["simulated"],
+            "settlement_sources": [{"name": "Simulator", "url": "http://127.0.0.1/"}],
+            "contract_url": "http://127.0.0.1/contract", "contract_terms_url": "",
+            "product_metadata": None, "fee_type": "quadratic", "fee_multiplier": 1.0,
+            "additional_prohibitions": [], "last_updated_ts": iso_s(self.catalog.start_ms),
+        }
+
+    def orderbook(self, yes: dict[int, int], no: dict[int, int], depth: int) -> dict[str, Any]:
+        ys = sorted(yes.items())
+        ns = sorted(no.items())
+        if depth > 0:  # keep the N best levels (best = highest price = last)
+            ys, ns = ys[-depth:], ns[-depth:]
+        if self.legacy:
+            return {"orderbook": {
+                "yes": [[p // 100, c // 100] for p, c in ys] or None,
+                "no": [[p // 100, c // 100] for p, c in ns] or None,
+                "yes_dollars": [[f"{p / 10_000:.2f}", c // 100] for p, c in ys] or None,
+                "no_dollars": [[f"{p / 10_000:.2f}", c // 100] for p, c in ns] or None,
+            }}
+        return {"orderbook_fp": {
+            "yes_dollars": [[dollars(p), fp(c)] for p, c in ys],
+            "no_dollars": [[dollars(p), fp(c)] for p, c in ns],
+        }}
+
+    def trade(self, t: Trade, skew_us: int) -> dict[str, Any]:
+        base: dict[str, Any] = {"trade_id": t.trade_id, "ticker": t.ticker, "taker_side": t.taker_side,
+                "created_time": iso_us(t.ts_us + skew_us)}
+        if self.legacy:
+            base.update({"count": t.qty // 100, "yes_price": t.yes_price // 100,
+                         "no_price": (ONE_DOLLAR - t.yes_price) // 100})
+        else:
+            base.update({
+                "count_fp": fp(t.qty), "yes_price_dollars": dollars(t.yes_price),
+                "no_price_dollars": dollars(ONE_DOLLAR - t.yes_price),
+                "taker_outcome_side": t.taker_side,
+                "taker_book_side": "bid" if t.taker_side == "yes" else "ask",
+            })
+        return base
+
+    def candle(self, end_s: int, c: list[int | None] | None, prev: int | None) -> dict[str, Any]:
+        def d(v: int | None) -> Any:
+            if v is None:
+                return None
+            return v // 100 if self.legacy else dollars(v)
+
+        sfx = "" if self.legacy else "_dollars"
+        if c is None:
+            price = {f"{k}{sfx}": None for k in ("open", "low", "high", "close", "mean",
+                                                    "min", "max")}
+            price[f"previous{sfx}"] = d(prev)
+            ob: dict[str, Any] = {f"{k}{sfx}": None for k in ("open", "low", "high", "close")}
+            out = {"end_period_ts": end_s, "yes_bid": ob, "yes_ask": dict(ob), "price": price}
+            vol, oi = 0, 0
+        else:
+            mean = (c[4] or 0) // (c[5] or 1)
+            out = {
+                "end_period_ts": end_s,
+                "yes_bid": {f"open{sfx}": d(c[8]), f"high{sfx}": d(c[9]), f"low{sfx}": d(c[10]),
+                            f"close{sfx}": d(c[11])},
+                "yes_ask": {f"open{sfx}": d(c[12]), f"high{sfx}": d(c[13]),
+                            f"low{sfx}": d(c[14]), f"close{sfx}": d(c[15])},
+                "price": {f"open{sfx}": d(c[0]), f"high{sfx}": d(c[1]), f"low{sfx}": d(c[2]),
+                          f"close{sfx}": d(c[3]), f"mean{sfx}": d(mean),
+                          f"previous{sfx}": d(prev), f"min{sfx}": d(c[2]), f"max{sfx}": d(c[1])},
+            }
+            vol, oi = c[6] or 0, c[7] or 0
+        if self.legacy:
+            out["volume"] = vol // 100
+            out["open_interest"] = oi // 100
+        else:
+            out["volume_fp"] = fp(vol)
+            out["open_interest_fp"] = fp(oi)
+        return out

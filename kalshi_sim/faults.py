@@ -1,0 +1,260 @@
+"""Fault injection: the operations tests and the control API use to misbehave on purpose.
+
+:class:`Faults` holds the pending faults and a counter per kind; a fault is counted when it is
+actually applied (a pending ``skip_seq`` is counted when a frame really skips), so
+``counts()`` tells a test what a client should have observed. Connection-level faults act
+through the :class:`FaultTarget` the server attaches (the WebSocket hub).
+
+Every public method here is also exposed by the control API as ``POST /control/faults/<name>``
+with the keyword arguments as a JSON object.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class FaultTarget(Protocol):
+    def drop_all(self, mode: str, code: int, reason: str) -> int: ...
+    def inject_all(self, data: bytes, binary: bool) -> int: ...
+    def terminate_sids(self, code: int, sid: int | None, channel: str | None) -> int: ...
+    def reset_seqs(self) -> int: ...
+
+
+@dataclass
+class Withhold:
+    kind: str  # "trade" | "delta"
+    remaining: int
+    ticker: str | None
+
+
+MALFORMED = b'{"type":"orderbook_delta","sid":1,"seq":1,"msg":{"market_ticker":'
+TRUNCATED = b'{"type":"trade","sid":1,"seq":1,"msg":{"trade_id":"00000000-0000-4000-8000-0000'
+UNKNOWN_TYPE = b'{"type":"sim_unknown_type","sid":1,"msg":{"note":"ignore me"}}'
+BINARY = b"\x00\x01\x02binary-frame\xff"
+
+# Faults chaos mode may pick; each entry is (method name, kwargs).
+CHAOS_MENU: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("skip_seq", {"n": 1}), ("duplicate_seq", {"n": 1}), ("reorder_seq", {"n": 1}),
+    ("send_malformed", {}), ("send_truncated", {}), ("send_binary", {}),
+    ("send_unknown_type", {}), ("rest_429", {"n": 3}), ("rest_5xx", {"n": 2}),
+    ("drop_connections", {"mode": "reset"}), ("drop_connections", {"mode": "close"}),
+    ("slow_consumer", {"code": 25}), ("slow_consumer", {"code": 10}),
+    ("withhold_next", {"kind": "trade"}), ("withhold_next", {"kind": "delta"}),
+    ("rest_reset", {"n": 1}), ("rest_truncate", {"n": 1}), ("reset_seq", {}),
+)
+
+
+class Faults:
+    """Pending faults + counters for one simulator."""
+
+    def __init__(self) -> None:
+        self._counts: Counter[str] = Counter()
+        self.target: FaultTarget | None = None
+        self.pending: Counter[str] = Counter()  # skip_seq / duplicate_seq / reorder_seq / rest_*
+        self.seq_channel: dict[str, str | None] = {}
+        self.rest_5xx_status = 500
+        self.rest_hang_s = 30.0
+        self.refuse_until: float = 0.0  # monotonic seconds
+        self.refuse_count = 0
+        self.refuse_status = 503
+        self.pings_stopped = False
+        self.pongs_stopped = False
+        self.in_maintenance = False
+        self.skew_ms = 0
+        self.withholds: list[Withhold] = []
+        self.chaos_rng: random.Random | None = None
+        self.chaos_per_s = 0.0
+        self.now: float = 0.0  # monotonic seconds, updated by the server
+
+    # --- bookkeeping ----------------------------------------------------------------------
+    def count(self, kind: str, n: int = 1) -> None:
+        self._counts[kind] += n
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    @property
+    def seq_armed(self) -> bool:
+        """Any seq fault pending (checked per frame, so kept to three dict lookups)."""
+        p = self.pending
+        return bool(p["skip_seq"] or p["duplicate_seq"] or p["reorder_seq"])
+
+    def take(self, kind: str, channel: str | None = None) -> bool:
+        """Consume one pending ``kind`` (if any applies to ``channel``) and count it."""
+        if self.pending[kind] <= 0:
+            return False
+        want = self.seq_channel.get(kind)
+        if want is not None and channel is not None and want != channel:
+            return False
+        self.pending[kind] -= 1
+        self._counts[kind] += 1
+        return True
+
+    # --- WebSocket connection faults -------------------------------------------------------
+    def drop_connections(self, mode: str = "reset", code: int = 1001, reason: str = "") -> int:
+        """Drop every WS connection: ``reset`` = TCP RST, no close frame; ``close`` = close
+        frame with ``code``/``reason``; ``cut`` = half a frame then RST."""
+        if mode not in ("reset", "close", "cut"):
+            raise ValueError("mode must be reset, close or cut")
+        n = self.target.drop_all(mode, code, reason) if self.target else 0
+        self.count(f"drop_{mode}", n)
+        return n
+
+    def refuse_connections(self, seconds: float | None = None, count: int | None = None,
+                           status: int = 503) -> None:
+        """Refuse new WS handshakes with ``status`` for ``seconds`` or the next ``count``."""
+        self.refuse_status = status
+        if seconds is not None:
+            self.refuse_until = self.now + seconds
+        if count is not None:
+            self.refuse_count = count
+        if seconds is None and count is None:
+            self.refuse_count = 1
+
+    def should_refuse(self) -> int | None:
+        if self.in_maintenance:
+            self.count("refuse")
+            return 503
+        if self.refuse_count > 0:
+            self.refuse_count -= 1
+            self.count("refuse")
+            return self.refuse_status
+        if self.now < self.refuse_until:
+            self.count("refuse")
+            return self.refuse_status
+        return None
+
+    def slow_consumer(self, code: int = 25, sid: int | None = None,
+                      channel: str | None = None) -> int:
+        """Send terminal error ``code`` (10 or 25) on matching subscriptions and end them."""
+        if code not in (10, 25):
+            raise ValueError("code must be 10 or 25")
+        n = self.target.terminate_sids(code, sid, channel) if self.target else 0
+        self.count(f"error_{code}", n)
+        return n
+
+    def stop_pings(self, on: bool = True) -> None:
+        self.pings_stopped = on
+        self.count("stop_pings" if on else "resume_pings")
+
+    def stop_pongs(self, on: bool = True) -> None:
+        """Stop answering client pings."""
+        self.pongs_stopped = on
+        self.count("stop_pongs" if on else "resume_pongs")
+
+    # --- sequence faults (applied to the next seq-bearing frames) ---------------------------
+    def skip_seq(self, n: int = 1, channel: str | None = None) -> None:
+        self.pending["skip_seq"] += n
+        self.seq_channel["skip_seq"] = channel
+
+    def duplicate_seq(self, n: int = 1, channel: str | None = None) -> None:
+        self.pending["duplicate_seq"] += n
+        self.seq_channel["duplicate_seq"] = channel
+
+    def reorder_seq(self, n: int = 1, channel: str | None = None) -> None:
+        self.pending["reorder_seq"] += n
+        self.seq_channel["reorder_seq"] = channel
+
+    def reset_seq(self) -> int:
+        """Restart every subscription's seq at 1 without a resubscribe (a server-side reset)."""
+        n = self.target.reset_seqs() if self.target else 0
+        self.count("reset_seq", n)
+        return n
+
+    # --- data-shape faults (one extra frame to every connection) ---------------------------
+    def _inject(self, kind: str, data: bytes, binary: bool = False) -> int:
+        n = self.target.inject_all(data, binary) if self.target else 0
+        self.count(kind, n)
+        return n
+
+    def send_malformed(self) -> int:
+        return self._inject("malformed", MALFORMED)
+
+    def send_truncated(self) -> int:
+        return self._inject("truncated", TRUNCATED)
+
+    def send_binary(self) -> int:
+        return self._inject("binary", BINARY, binary=True)
+
+    def send_unknown_type(self) -> int:
+        return self._inject("unknown_type", UNKNOWN_TYPE)
+
+    # --- REST faults -------------------------------------------------------------------------
+    def rest_429(self, n: int = 10) -> None:
+        """The next ``n`` REST requests get 429 (a storm), whatever their budget."""
+        self.pending["rest_429"] += n
+
+    def rest_5xx(self, n: int = 1, status: int = 500) -> None:
+        self.pending["rest_5xx"] += n
+        self.rest_5xx_status = status
+
+    def rest_reset(self, n: int = 1) -> None:
+        """The next ``n`` REST requests get their TCP connection reset, no response."""
+        self.pending["rest_reset"] += n
+
+    def rest_truncate(self, n: int = 1) -> None:
+        """The next ``n`` REST responses are cut off mid-body (Content-Length not met)."""
+        self.pending["rest_truncate"] += n
+
+    def rest_hang(self, n: int = 1, seconds: float = 30.0) -> None:
+        """The next ``n`` REST requests hang ``seconds`` before answering (client timeouts)."""
+        self.pending["rest_hang"] += n
+        self.rest_hang_s = seconds
+
+    # --- exchange-wide ---------------------------------------------------------------------
+    def maintenance(self, on: bool = True) -> None:
+        """Maintenance window: exchange/trading inactive, engine paused, sockets dropped and
+        refused (503) until turned off."""
+        self.in_maintenance = on
+        self.count("maintenance_on" if on else "maintenance_off")
+        if on and self.target is not None:
+            self.target.drop_all("close", 1001, "maintenance")
+
+    def clock_skew(self, ms: int = 0) -> None:
+        """Shift the server clock used for auth freshness checks by ``ms``."""
+        self.skew_ms = ms
+        self.count("clock_skew")
+
+    def withhold_next(self, kind: str = "trade", n: int = 1, ticker: str | None = None) -> None:
+        """Keep the next ``n`` trades/deltas (optionally of ``ticker``) from every WS client;
+        they still reach REST and the truth log (which marks them ``withheld``). A withheld
+        delta does not consume a seq number, so only a book comparison can reveal it."""
+        if kind not in ("trade", "delta"):
+            raise ValueError("kind must be trade or delta")
+        self.withholds.append(Withhold(kind, n, ticker))
+
+    def check_withhold(self, kind: str, ticker: str) -> bool:
+        for w in self.withholds:
+            if w.kind == kind and w.remaining > 0 and (w.ticker is None or w.ticker == ticker):
+                w.remaining -= 1
+                if w.remaining == 0:
+                    self.withholds.remove(w)
+                self.count(f"withhold_{kind}")
+                return True
+        return False
+
+    def chaos(self, on: bool = True, seed: int = 0, per_s: float = 1.0) -> None:
+        """Seeded random faults: on average ``per_s`` per virtual second from CHAOS_MENU."""
+        self.chaos_rng = random.Random(seed) if on else None
+        self.chaos_per_s = per_s if on else 0.0
+
+    def chaos_tick(self, dt_s: float) -> None:
+        rng = self.chaos_rng
+        if rng is None or rng.random() >= self.chaos_per_s * dt_s:
+            return
+        name, kwargs = CHAOS_MENU[rng.randrange(len(CHAOS_MENU))]
+        self.count("chaos")
+        getattr(self, name)(**kwargs)
+
+    # Names the control API may call.
+    API = (
+        "drop_connections", "refuse_connections", "slow_consumer", "stop_pings", "stop_pongs",
+        "skip_seq", "duplicate_seq", "reorder_seq", "send_malformed", "send_truncated",
+        "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
+        "rest_truncate", "reset_seq", "maintenance",
+        "clock_skew", "withhold_next", "chaos",
+    )
