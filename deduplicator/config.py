@@ -7,7 +7,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from shared.config import DatabaseConfig, HttpEndpoint, LoggingConfig, NonEmpty, PositiveFloat, PositiveInt, Range
+from shared.config import (
+    DatabaseConfig,
+    HttpEndpoint,
+    LoggingConfig,
+    NonEmpty,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+)
 from shared.errors import ConfigError
 
 ALL_TABLES = ("trades", "orderbook_deltas", "orderbook_snapshots", "tickers", "coverage_events",
@@ -43,10 +51,10 @@ class DeduplicatorConfig:
     gatherers: Annotated[tuple[GathererSource, ...], NonEmpty()]
     production: DatabaseConfig
     consumer_id: str = "deduplicator"
-    sync: SyncConfig = SyncConfig()
-    health: HttpEndpoint = HttpEndpoint(port=8080)
-    metrics: HttpEndpoint = HttpEndpoint(port=9090)
-    logging: LoggingConfig = LoggingConfig()
+    sync: SyncConfig = dataclasses.field(default_factory=SyncConfig)
+    health: HttpEndpoint = dataclasses.field(default_factory=lambda: HttpEndpoint(port=8080))
+    metrics: HttpEndpoint = dataclasses.field(default_factory=lambda: HttpEndpoint(port=9090))
+    logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
 
     def validate(self, path: str) -> None:
         seen: set[str] = set()

@@ -6,25 +6,29 @@ and 503 for unhealthy; /ready answers 200 only once the process does its job
 
 ::
 
-    health = HealthServer(host, port, health_fn=app.health_doc, ready_fn=app.is_ready)
-    metrics = MetricsServer(host, port, registry)
-    await health.start(); await metrics.start()
+    servers = await start_servers(cfg.health, cfg.metrics, health=app.health_doc,
+                                  ready=app.ready, registry=registry)
     ...
-    await health.stop(); await metrics.stop()
+    for s in servers:
+        await s.stop()
+
+``ready`` returns a bool or ``(ready, reason)``; the reason is shown in the /ready body. When
+health and metrics share one address, one listener serves all three paths.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 HealthFn = Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]]
-ReadyFn = Callable[[], bool | Awaitable[bool]]
+ReadyResult = bool | tuple[bool, str]
+ReadyFn = Callable[[], ReadyResult | Awaitable[ReadyResult]]
 
 
 async def _maybe_await(value: Any) -> Any:
@@ -38,12 +42,16 @@ def json_response(doc: Any, status: int = 200) -> web.Response:
 class HttpServer:
     """An aiohttp application bound to one host:port; subclasses add routes."""
 
-    def __init__(self, host: str, port: int, name: str) -> None:
+    def __init__(self, host: str, port: int, name: str = "http") -> None:
         self.host = host
         self.port = port
         self.name = name
         self.app = web.Application()
         self._runner: web.AppRunner | None = None
+
+    @property
+    def _app(self) -> web.Application:  # subclasses add their routes here
+        return self.app
 
     async def start(self) -> None:
         """Bind and serve; raises OSError naming the address when the port is taken."""
@@ -88,8 +96,21 @@ class HealthServer(HttpServer):
         return json_response(doc, 503 if doc.get("status") == "unhealthy" else 200)
 
     async def _ready(self, request: web.Request) -> web.Response:
-        ready = bool(await _maybe_await(self._ready_fn()))
-        return json_response({"ready": ready}, 200 if ready else 503)
+        result = await _maybe_await(self._ready_fn())
+        ready, reason = (result if isinstance(result, tuple) else (bool(result), ""))
+        doc: dict[str, Any] = {"ready": bool(ready)}
+        if reason:
+            doc["reason"] = reason
+        return json_response(doc, 200 if ready else 503)
+
+
+def add_metrics_route(app: web.Application, registry: CollectorRegistry) -> None:
+    """Serve ``GET /metrics`` from ``registry`` (and only it) on ``app``."""
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", metrics)
 
 
 class MetricsServer(HttpServer):
@@ -97,9 +118,34 @@ class MetricsServer(HttpServer):
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry) -> None:
         super().__init__(host, port, "metrics")
-        self._registry = registry
-        self.app.router.add_get("/metrics", self._metrics)
+        add_metrics_route(self.app, registry)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+class _Endpoint(Protocol):
+    host: str
+    port: int
+
+
+async def start_servers(health_at: _Endpoint, metrics_at: _Endpoint, *, health: HealthFn, ready: ReadyFn,
+                        registry: CollectorRegistry) -> list[HttpServer]:
+    """Start /health + /ready and /metrics (one listener when both addresses are equal).
+
+    On a port conflict everything already started is stopped and the ``OSError`` names the
+    address, so a half-started process never keeps a listener open.
+    """
+    hs = HealthServer(health_at.host, health_at.port, health_fn=health, ready_fn=ready)
+    servers: list[HttpServer] = [hs]
+    if (metrics_at.host, metrics_at.port) == (health_at.host, health_at.port):
+        add_metrics_route(hs.app, registry)
+    else:
+        servers.append(MetricsServer(metrics_at.host, metrics_at.port, registry))
+    started: list[HttpServer] = []
+    try:
+        for srv in servers:
+            await srv.start()
+            started.append(srv)
+    except BaseException:
+        for srv in started:
+            await srv.stop()
+        raise
+    return started
