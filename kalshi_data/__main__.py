@@ -11,9 +11,19 @@ import argparse
 import sys
 from types import ModuleType
 
-from kalshi_data import config_check, healthcheck, migrate
+from kalshi_data import (
+    config_check,
+    demo,
+    export_cmd,
+    gaps,
+    healthcheck,
+    import_cmd,
+    migrate,
+    verify,
+)
 
-COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck)
+COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck, export_cmd, import_cmd, demo, verify,
+                                     gaps)
 
 
 def build_parser() -> argparse.ArgumentParser:
