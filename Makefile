@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`; both set themselves up.
-.PHONY: setup test
+.PHONY: setup test demo
 
 setup:
 	./scripts/setup.sh
@@ -7,3 +7,8 @@ setup:
 # The whole suite (unit, integration against real PostgreSQL + the simulator, acceptance).
 test: setup
 	.venv/bin/pytest --durations=15
+
+# The whole fleet locally (simulator, 4 PostgreSQL clusters, 3 gatherers, deduplicator) with a
+# live view; Ctrl-C stops everything. Options: make demo ARGS="--preset tiny --chaos".
+demo: setup
+	.venv/bin/kalshi-data demo $(ARGS)
