@@ -33,6 +33,7 @@ class KalshiConfig:
     profile: Literal["auto", "fp2026", "legacy2025"] = "auto"
     request_timeout_s: Annotated[float, Range(0.1, 300)] = 10.0
     clock_skew_warn_s: PositiveFloat = 2.0
+    auth_retry_s: PositiveFloat = 30.0
 
     def validate(self, path: str) -> None:
         if self.env == "sim" and (self.rest_url is None or self.ws_url is None):
@@ -90,6 +91,7 @@ class PollerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BackfillConfig:
+    enabled: bool = True
     sweep_interval_s: PositiveFloat = 60.0
     overlap_s: PositiveFloat = 1.0
     max_window_s: PositiveFloat = 86_400.0
@@ -101,6 +103,7 @@ class RegistryConfig:
     reconcile_interval_s: PositiveFloat = 300.0
     page_limit: Annotated[int, Range(1, 1000)] = 1000
     statuses: tuple[str, ...] = ("open",)
+    exchange_status_interval_s: PositiveFloat = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +113,16 @@ class RateLimitConfig:
     read_per_s: PositiveFloat = 20.0
     write_per_s: PositiveFloat = 10.0
     burst: PositiveInt = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class HealthConfig:
+    """/health and /ready listener plus how health is judged."""
+
+    host: str = "0.0.0.0"
+    port: Port = 8080
+    db_probe_interval_s: PositiveFloat = 5.0
+    poller_stale_factor: PositiveFloat = 3.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +150,7 @@ class RetentionConfig:
 class RawLogConfig:
     enabled: bool = False
     directory: str = "/var/lib/kalshi/rawlog"
+    flush_interval_s: PositiveFloat = 0.5
     max_bytes: PositiveInt = 256 * 1024 * 1024
     backups: PositiveInt = 20
 
@@ -152,7 +166,7 @@ class GathererConfig:
     backfill: BackfillConfig = BackfillConfig()
     registry: RegistryConfig = RegistryConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
-    health: HttpEndpoint = HttpEndpoint(port=8080)
+    health: HealthConfig = HealthConfig()
     metrics: HttpEndpoint = HttpEndpoint(port=9090)
     admin: AdminConfig = AdminConfig()
     retention: RetentionConfig = RetentionConfig()

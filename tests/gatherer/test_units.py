@@ -1,0 +1,150 @@
+"""Pure pieces of the gatherer's I/O layer, tested without sockets: shard planning, backoff,
+the token bucket, the market registry's state machine and its memory at scale."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from gatherer._backoff import Backoff
+from gatherer._ratelimit import TokenBucket
+from gatherer._shard import ShardPlanner
+from gatherer.config import RegistryConfig
+from gatherer.markets import MarketChange, MarketRegistry
+from shared.kalshi.models import Lifecycle
+from shared.metrics import GathererMetrics
+
+
+def test_shard_planner_even_capped_and_rebalanced() -> None:
+    p = ShardPlanner(4, cap=10)
+    changed = p.add_many(f"M{i}" for i in range(30))
+    assert changed == {0, 1, 2, 3} and sorted(p.sizes()) == [7, 7, 8, 8]
+    for i in range(12):  # fill to 40 = 4 x 10, then overflow
+        p.add(f"N{i}")
+    assert p.sizes() == [10, 10, 10, 10] and list(p.overflow) == ["N10", "N11"]
+    assert p.add("X") is None
+    p.remove("M0")
+    assert p.drain_overflow() == [("N10", p.owner["N10"])]
+    # close many markets of one shard: rebalance moves some, each market in exactly one shard
+    victim = p.shards[0]
+    for t in list(victim)[:8]:
+        p.remove(t)
+    moves = p.rebalance(max_moves=100)
+    assert moves and max(p.sizes()) - min(p.sizes()) <= 2
+    seen = [t for s in p.shards for t in s]
+    assert len(seen) == len(set(seen)) == len(p.owner)
+    assert all(t in p.shards[i] for t, i in p.owner.items())
+
+
+def test_backoff_full_jitter_is_bounded_and_resets() -> None:
+    b = Backoff(0.5, 8.0, random.Random(1))
+    caps = []
+    for _ in range(8):
+        caps.append(b.cap())
+        d = b.next()
+        assert 0 <= d <= caps[-1]
+    assert caps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    b.reset()
+    assert b.cap() == 0.5
+    # full jitter spreads a pool: 150 sockets do not pick the same delay
+    delays = {round(Backoff(0.5, 60, random.Random(i)).next(), 6) for i in range(150)}
+    assert len(delays) > 140
+
+
+async def test_token_bucket_rate_and_pause() -> None:
+    b = TokenBucket(rate=50.0, burst=5)
+    t0 = time.monotonic()
+    await asyncio.gather(*(b.acquire() for _ in range(30)))
+    took = time.monotonic() - t0
+    assert 0.4 <= took <= 1.0  # 25 beyond the burst at 50/s
+    b.pause(0.3)
+    t1 = time.monotonic()
+    await b.acquire()
+    assert time.monotonic() - t1 >= 0.29
+
+
+def _registry(clock: list[int]) -> MarketRegistry:
+    m = GathererMetrics(CollectorRegistry())
+    return MarketRegistry(RegistryConfig(), None, m, markets_sink=None, events_sink=None,  # type: ignore[arg-type]
+                          series_sink=None, now_us=lambda: clock[0])
+
+
+async def test_registry_open_close_transitions_and_lifecycle() -> None:
+    clock = [1_000_000 * 1_000_000]
+    now_s = clock[0] // 1_000_000
+    r = _registry(clock)
+    r.bulk_load([("A", "active", now_s - 10, now_s + 100), ("B", "initialized", now_s + 5, now_s + 50),
+                 ("C", "closed", now_s - 100, now_s - 1), ("D", "active", now_s - 10, now_s + 3)])
+    assert r.take_open_set() == ["A", "D"]
+    clock[0] += 5_000_000  # B opens (implicitly), D closes (implicitly)
+    assert r.tick() >= 2
+    got = [r.changes.get_nowait() for _ in range(r.changes.qsize())]
+    assert MarketChange("B", True) in got and MarketChange("D", False) in got
+    ev = Lifecycle("market_lifecycle_v2", "E", "created", {"open_ts": now_s, "close_ts": now_s + 60},
+                   None, None, 0)
+    r.apply_lifecycle(ev)
+    r.apply_lifecycle(Lifecycle("market_lifecycle_v2", "A", "deactivated", {"is_deactivated": True},
+                                None, None, 0))
+    r.apply_lifecycle(Lifecycle("market_lifecycle_v2", "B", "close_date_updated",
+                                {"close_ts": now_s + 5}, None, None, 0))
+    got = [r.changes.get_nowait() for _ in range(r.changes.qsize())]
+    assert got == [MarketChange("E", True), MarketChange("B", False)]
+    assert r.is_open("A") and r.status_of("A") == "inactive"  # paused markets keep their books
+    assert sorted(r.open_tickers()) == ["A", "E"] and r.active_count == 2
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_registry_memory_per_market() -> None:
+    """200,000 markets (the full 1,000,000 is measured in bench/, see the report): the registry
+    must stay well under 400 bytes per market so a million fit in a few hundred MB."""
+    clock = [1_800_000_000 * 1_000_000]
+    n = 200_000
+    gc.collect()
+    before = _rss()
+    r = _registry(clock)
+    t0 = time.monotonic()
+    r.bulk_load((f"KXSERIES{i // 1000:05d}-26DEC31-T{i:07d}", "active", 1_700_000_000, 1_900_000_000 + i)
+                for i in range(n))
+    took = time.monotonic() - t0
+    gc.collect()
+    per_market = (_rss() - before) / n
+    assert len(r) == n and r.active_count == n
+    assert per_market < 400, per_market
+    assert took < 10, took
+
+
+def test_example_config_documents_every_key(tmp_path: Any) -> None:
+    """examples/gatherer.yaml parses, and names every key of the schema."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from gatherer.config import GathererConfig
+    from shared.config import Environment, parse_config
+
+    text = (Path(__file__).resolve().parents[2] / "examples" / "gatherer.yaml").read_text()
+    for p in ("/etc/kalshi/secrets/kalshi-api-key.pem", "/etc/kalshi/secrets/gatherer-db.pw"):
+        f = tmp_path / Path(p).name
+        f.write_text("x")
+        text = text.replace(p, str(f))
+    cfg = parse_config(text, GathererConfig, Environment(env={}))
+    assert cfg == dataclasses.replace(cfg)
+    missing = []
+    for section in dataclasses.fields(cfg):
+        obj = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(obj):
+            continue
+        for f in dataclasses.fields(obj):
+            if f.name not in ("private_key", "password", "token") and \
+                    not re.search(rf"^\s*#?\s*{f.name}(_file)?:", text, re.MULTILINE):
+                missing.append(f"{section.name}.{f.name}")
+    assert not missing, missing
