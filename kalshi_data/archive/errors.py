@@ -46,32 +46,28 @@ class S3Error(ArchiveError):
         return f"s3://{self.bucket}/{self.key}: {self.reason}"
 
 
-class ManifestError(ArchiveError):
+class _LocatedError(ArchiveError):
+    """An error about one object or file, named by ``location``."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(location, reason)
+        self.location = location
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}"
+
+
+class ManifestError(_LocatedError):
     """The manifest is missing, unreadable, of an unknown version, or disagrees with the parts."""
 
     error_type = "manifest"
 
-    def __init__(self, location: str, reason: str) -> None:
-        super().__init__(location, reason)
-        self.location = location
-        self.reason = reason
 
-    def __str__(self) -> str:
-        return f"{self.location}: {self.reason}"
-
-
-class ParquetError(ArchiveError):
+class ParquetError(_LocatedError):
     """Rows could not be converted to or from Parquet."""
 
     error_type = "parquet"
-
-    def __init__(self, location: str, reason: str) -> None:
-        super().__init__(location, reason)
-        self.location = location
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.reason}"
 
 
 class EmptyDay(ArchiveError):
