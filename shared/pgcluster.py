@@ -166,6 +166,7 @@ class PgCluster:
         """initdb a new cluster (and start it unless ``start=False``)."""
         binaries = find_binaries(bin_dir)
         owns = base_dir is None
+        reap_orphans()
         base = Path(tempfile.mkdtemp(prefix=f"kalshi-{name}-")) if base_dir is None else Path(base_dir)
         base.mkdir(parents=True, exist_ok=True)
         if port is not None and port_in_use(port):
@@ -178,6 +179,9 @@ class PgCluster:
         cluster = cls(base, binaries, port or free_port(), dict(FAST_SETTINGS if fast else DEMO_SETTINGS),
                       run_as, owns, name)
         atexit.register(cluster.destroy)
+        # Whoever created the cluster owns it: if that process dies without cleaning up
+        # (SIGKILL, a CI timeout), the next create() on this machine stops and removes it.
+        (cluster.base_dir / OWNER_FILE).write_text(str(os.getpid()))
         try:
             cluster._initdb()
             if start:
@@ -329,6 +333,38 @@ class PgCluster:
         except FileNotFoundError:
             return ""
         return " | ".join(text[-lines:])
+
+
+OWNER_FILE = "owner.pid"
+
+
+def reap_orphans(tmp_dir: str | Path | None = None) -> list[Path]:
+    """Stop and remove throwaway clusters whose creating process is gone.
+
+    Only directories this module made under the temp dir (``kalshi-*`` with an ``owner.pid``)
+    are considered, and only when that pid no longer runs; returns what was removed.
+    """
+    removed: list[Path] = []
+    for owner in Path(tmp_dir or tempfile.gettempdir()).glob(f"kalshi-*/{OWNER_FILE}"):
+        base = owner.parent
+        try:
+            pid = int(owner.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            first = (base / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(first), signal.SIGQUIT)  # immediate shutdown; children follow
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and _alive(int(first)):
+                    time.sleep(0.05)
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(base, ignore_errors=True)
+        removed.append(base)
+    return removed
 
 
 def _runnable_binaries(binaries: PgBinaries, run_as: str | None) -> PgBinaries:

