@@ -5,8 +5,7 @@ committed to. `tests/ops/test_alerts.py` and `tests/ops/test_dashboards.py` chec
 referenced by a rule or a dashboard panel is in this table, and
 `tests/ops/test_exported_metrics.py` checks that `shared/metrics.py` (`GathererMetrics`,
 `DeduplicatorMetrics`, `ArchiveMetrics`, process collectors) creates each of them with the same
-type. TODO: the cross-check against a live /metrics scrape of running processes comes with the
-acceptance tests of the gatherer/deduplicator (tests/acceptance/).
+type, and tests/ops/test_live_metrics.py checks them against the /metrics of a running fleet.
 
 Each entry maps the *family* name to its Prometheus type. For counters the family name is the
 exposed sample name (prometheus-client appends `_total`; we spell it out). Histograms expose

@@ -1,5 +1,5 @@
 """Cross-check: every metric alerts/ and grafana/ rely on (exported_metrics.py) is created by the
-code, with the same type. Live /metrics scraping of running processes belongs to tests/acceptance/.
+code, with the same type (test_live_metrics.py does the same against running processes).
 """
 
 from __future__ import annotations
