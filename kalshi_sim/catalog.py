@@ -175,7 +175,11 @@ class Catalog:
         """Append a new market (engine churn); returns its index."""
         i = self.count
         self.count += 1
-        self._born[i] = (created_ms, created_ms + open_delay_ms, created_ms + life_ms)
+        # REST and lifecycle frames carry close_time in whole seconds and Kalshi closes a market
+        # exactly then; a close at .255 s advertised as .000 would have clients stop listening
+        # (scheduling "-> closed" from close_time) before the book-clearing deltas go out.
+        close_ms = -(-(created_ms + life_ms) // 1000) * 1000
+        self._born[i] = (created_ms, created_ms + open_delay_ms, close_ms)
         return i
 
     def static(self, i: int) -> MarketStatic:

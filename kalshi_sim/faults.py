@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 
 class FaultTarget(Protocol):
-    def drop_all(self, mode: str, code: int, reason: str) -> int: ...
+    def drop_all(self, mode: str, code: int, reason: str, key_id: str | None = None) -> int: ...
     def inject_all(self, data: bytes, binary: bool) -> int: ...
     def terminate_sids(self, code: int, sid: int | None, channel: str | None) -> int: ...
     def reset_seqs(self) -> int: ...
@@ -56,6 +56,7 @@ class Faults:
         self.target: FaultTarget | None = None
         self.pending: Counter[str] = Counter()  # skip_seq / duplicate_seq / reorder_seq / rest_*
         self.seq_channel: dict[str, str | None] = {}
+        self.seq_key: dict[str, str | None] = {}  # seq fault -> only sockets of this API key
         self.rest_5xx_status = 500
         self.rest_hang_s = 30.0
         self.refuse_until: float = 0.0  # monotonic seconds
@@ -83,24 +84,35 @@ class Faults:
         p = self.pending
         return bool(p["skip_seq"] or p["duplicate_seq"] or p["reorder_seq"])
 
-    def take(self, kind: str, channel: str | None = None) -> bool:
-        """Consume one pending ``kind`` (if any applies to ``channel``) and count it."""
+    def take(self, kind: str, channel: str | None = None, key_id: str | None = None) -> bool:
+        """Consume one pending ``kind`` (if any applies to ``channel`` and to a socket of API
+        key ``key_id``) and count it."""
         if self.pending[kind] <= 0:
             return False
         want = self.seq_channel.get(kind)
         if want is not None and channel is not None and want != channel:
+            return False
+        want_key = self.seq_key.get(kind)
+        if want_key is not None and key_id != want_key:
             return False
         self.pending[kind] -= 1
         self._counts[kind] += 1
         return True
 
     # --- WebSocket connection faults -------------------------------------------------------
-    def drop_connections(self, mode: str = "reset", code: int = 1001, reason: str = "") -> int:
-        """Drop every WS connection: ``reset`` = TCP RST, no close frame; ``close`` = close
-        frame with ``code``/``reason``; ``cut`` = half a frame then RST."""
+    def drop_connections(self, mode: str = "reset", code: int = 1001, reason: str = "",
+                         key_id: str | None = None) -> int:
+        """Drop every WS connection (or only those whose handshake was signed by API key
+        ``key_id``: all sockets of one client): ``reset`` = TCP RST, no close frame; ``close`` =
+        close frame with ``code``/``reason``; ``cut`` = half a frame then RST."""
         if mode not in ("reset", "close", "cut"):
             raise ValueError("mode must be reset, close or cut")
-        n = self.target.drop_all(mode, code, reason) if self.target else 0
+        if self.target is None:
+            n = 0
+        elif key_id is None:
+            n = self.target.drop_all(mode, code, reason)
+        else:
+            n = self.target.drop_all(mode, code, reason, key_id=key_id)
         self.count(f"drop_{mode}", n)
         return n
 
@@ -146,18 +158,22 @@ class Faults:
         self.pongs_stopped = on
         self.count("stop_pongs" if on else "resume_pongs")
 
-    # --- sequence faults (applied to the next seq-bearing frames) ---------------------------
-    def skip_seq(self, n: int = 1, channel: str | None = None) -> None:
+    # --- sequence faults (applied to the next seq-bearing frames; ``channel`` / ``key_id``
+    # restrict them to one channel / to the sockets of one API key, i.e. one client) --------
+    def skip_seq(self, n: int = 1, channel: str | None = None, key_id: str | None = None) -> None:
         self.pending["skip_seq"] += n
         self.seq_channel["skip_seq"] = channel
+        self.seq_key["skip_seq"] = key_id
 
-    def duplicate_seq(self, n: int = 1, channel: str | None = None) -> None:
+    def duplicate_seq(self, n: int = 1, channel: str | None = None, key_id: str | None = None) -> None:
         self.pending["duplicate_seq"] += n
         self.seq_channel["duplicate_seq"] = channel
+        self.seq_key["duplicate_seq"] = key_id
 
-    def reorder_seq(self, n: int = 1, channel: str | None = None) -> None:
+    def reorder_seq(self, n: int = 1, channel: str | None = None, key_id: str | None = None) -> None:
         self.pending["reorder_seq"] += n
         self.seq_channel["reorder_seq"] = channel
+        self.seq_key["reorder_seq"] = key_id
 
     def reset_seq(self) -> int:
         """Restart every subscription's seq at 1 without a resubscribe (a server-side reset)."""

@@ -104,15 +104,15 @@ class Hub:
                 tpl = self._seq_tpl[type_] = seq_template(type_)
             sess.push(tpl % (sub.sid, sub.seq, body))
             return
-        if f.pending["skip_seq"] and f.take("skip_seq", sub.channel):
+        if f.pending["skip_seq"] and f.take("skip_seq", sub.channel, sess.key_id):
             sub.seq += 1
         data = frame(type_, sub.sid, sub.seq, body, id_)
-        if f.pending["duplicate_seq"] and f.take("duplicate_seq", sub.channel):
+        if f.pending["duplicate_seq"] and f.take("duplicate_seq", sub.channel, sess.key_id):
             sess.push(data)
             sess.push(data)
             return
         if (f.pending["reorder_seq"] and sess.held is None
-                and f.take("reorder_seq", sub.channel)):
+                and f.take("reorder_seq", sub.channel, sess.key_id)):
             sess.held = data
             return
         sess.push(data)
@@ -219,9 +219,11 @@ class Hub:
                     n += 1
         return n
 
-    def drop_all(self, mode: str, code: int, reason: str) -> int:
+    def drop_all(self, mode: str, code: int, reason: str, key_id: str | None = None) -> int:
         n = 0
         for sess in list(self.sessions):
+            if key_id is not None and getattr(sess, "key_id", None) != key_id:
+                continue
             if self.dropper is not None:
                 self.dropper(sess, mode, code, reason)
                 n += 1

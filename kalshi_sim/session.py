@@ -80,9 +80,10 @@ def error_frame(id_: int | None, code: int, sid: int | None = None,
 class Session:
     """Protocol state of one connection. ``authed`` = handshake carried a valid signature."""
 
-    def __init__(self, hub: Hub, authed: bool, notify: Callable[[], None]) -> None:
+    def __init__(self, hub: Hub, authed: bool, notify: Callable[[], None], key_id: str | None = None) -> None:
         self.hub = hub
         self.authed = authed
+        self.key_id = key_id  # the API key that signed the handshake (None: unauthenticated)
         self.subs: dict[int, Sub] = {}
         self.next_sid = 1
         self.out: deque[tuple[bytes, bool]] = deque()

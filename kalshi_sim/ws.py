@@ -69,9 +69,10 @@ class WsEndpoint:
             return web.Response(status=status, text="Service Unavailable\n"
                                 if status == 503 else "Refused\n")
         authed = False
+        key_id: str | None = None
         if self.conf.ws_require_auth or self.keys.has_headers(request.headers):
             try:
-                self.keys.verify(request.headers, "GET", request.path, self.now_ms())
+                key_id = self.keys.verify(request.headers, "GET", request.path, self.now_ms()).key_id
                 authed = True
             except AuthError:
                 self.counters["ws_auth_rejected"] += 1
@@ -82,7 +83,7 @@ class WsEndpoint:
         await ws.prepare(request)
         self.counters["ws_accepted"] += 1
         wake = asyncio.Event()
-        session = Session(self.hub, authed, wake.set)
+        session = Session(self.hub, authed, wake.set, key_id=key_id)
         conn = _Conn(ws, session, request.transport, wake)
         self.conns[session] = conn
         self.hub.sessions.add(session)
