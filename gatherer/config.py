@@ -104,6 +104,8 @@ class RegistryConfig:
     page_limit: Annotated[int, Range(1, 1000)] = 1000
     statuses: tuple[str, ...] = ("open",)
     exchange_status_interval_s: PositiveFloat = 30.0
+    # keep a market subscribed this long past its REST close_time (whole seconds upstream)
+    close_grace_s: Annotated[int, Range(0, 3600)] = 5
 
 
 @dataclasses.dataclass(frozen=True)

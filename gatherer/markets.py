@@ -74,6 +74,7 @@ class MarketRegistry:
         changes_max: int = 100_000,
     ) -> None:
         self._cfg = cfg
+        self._close_grace_s = int(cfg.close_grace_s)
         self._rest = rest
         self._m = metrics
         self._markets_sink = markets_sink
@@ -142,7 +143,9 @@ class MarketRegistry:
     def _should_be_live(self, i: int, now_s: int) -> bool:
         st = self._status[i]
         close = self._close_s[i]
-        if close != _NEVER and close <= now_s:
+        # REST close_time is whole seconds while the exchange's closing deltas carry ms: keep
+        # listening a grace period past it so the last deltas of the book are not missed.
+        if close != _NEVER and close + self._close_grace_s <= now_s:
             return False
         if st in (_ACTIVE, _INACTIVE):
             return True
@@ -190,7 +193,7 @@ class MarketRegistry:
             self._schedule(i, open_s, now_s)
         if close_s is not None:
             self._close_s[i] = close_s
-            self._schedule(i, close_s, now_s)
+            self._schedule(i, close_s + self._close_grace_s, now_s)
         self._evaluate(i, now_s)
         return i
 

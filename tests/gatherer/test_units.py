@@ -81,17 +81,22 @@ async def test_registry_open_close_transitions_and_lifecycle() -> None:
     r.bulk_load([("A", "active", now_s - 10, now_s + 100), ("B", "initialized", now_s + 5, now_s + 50),
                  ("C", "closed", now_s - 100, now_s - 1), ("D", "active", now_s - 10, now_s + 3)])
     assert r.take_open_set() == ["A", "D"]
-    clock[0] += 5_000_000  # B opens (implicitly), D closes (implicitly)
-    assert r.tick() >= 2
+    clock[0] += 5_000_000  # B opens (implicitly); D's close_time passed, but within the grace
+    r.tick()
     got = [r.changes.get_nowait() for _ in range(r.changes.qsize())]
-    assert MarketChange("B", True) in got and MarketChange("D", False) in got
+    assert got == [MarketChange("B", True)]
+    assert RegistryConfig().close_grace_s == 5 and r.is_open("D")
+    clock[0] += 4_000_000  # close_time + grace passed: D closes (implicitly)
+    r.tick()
+    got = [r.changes.get_nowait() for _ in range(r.changes.qsize())]
+    assert got == [MarketChange("D", False)]
     ev = Lifecycle("market_lifecycle_v2", "E", "created", {"open_ts": now_s, "close_ts": now_s + 60},
                    None, None, 0)
     r.apply_lifecycle(ev)
     r.apply_lifecycle(Lifecycle("market_lifecycle_v2", "A", "deactivated", {"is_deactivated": True},
                                 None, None, 0))
     r.apply_lifecycle(Lifecycle("market_lifecycle_v2", "B", "close_date_updated",
-                                {"close_ts": now_s + 5}, None, None, 0))
+                                {"close_ts": now_s + 4}, None, None, 0))  # 4 + 5 s grace <= 9 s
     got = [r.changes.get_nowait() for _ in range(r.changes.qsize())]
     assert got == [MarketChange("E", True), MarketChange("B", False)]
     assert r.is_open("A") and r.status_of("A") == "inactive"  # paused markets keep their books
