@@ -82,7 +82,8 @@ def uuid_str(v: Any, key: str = "trade_id") -> str:
     """Validate the canonical 8-4-4-4-12 UUID text cheaply (uuid.UUID() costs ~1.5 µs)."""
     if type(v) is not str:
         raise UnitError(BAD_TYPE, key)
-    if len(v) != 36 or any(v[i] != "-" for i in _UUID_DASHES) or not _HEX.issuperset(v):
+    if (len(v) != 36 or v[8] != "-" or v[13] != "-" or v[18] != "-" or v[23] != "-"
+            or not _HEX.issuperset(v)):
         raise UnitError(BAD_VALUE, key)
     return v.lower()
 

@@ -16,6 +16,7 @@ objects (a split is exact for decimal strings and ~5x cheaper).
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 __all__ = [
@@ -172,9 +173,35 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
+
+
 def rfc3339_to_us(v: Any) -> int:
     """RFC 3339 (``2025-08-12T21:00:32.539836022Z``, any fraction length, ``Z`` or ``±HH:MM``)
     -> µs since epoch. Fractions finer than 1 µs are truncated (ns are below our unit)."""
+    # Fast path for the usual "YYYY-MM-DDTHH:MM:SS[.f+]Z" (every legacy delta, every REST
+    # market time): once the layout is checked here, the C parser does the rest (~4x cheaper;
+    # bench/: the registry's 1 M-market load spent ~35% of its time in this function, legacy
+    # deltas ~25%). fromisoformat also truncates to µs. Invalid field values fall through to
+    # the general parser below, which produces the errors.
+    if (
+        type(v) is str
+        and len(v) >= 20
+        and v[-1] == "Z"
+        and v[10] == "T"
+        and v.isascii()
+        and v[4] == "-"
+        and v[7] == "-"
+        and v[13] == ":"
+        and v[16] == ":"
+        and (v[0:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:19]).isdigit()
+        and (len(v) == 20 or (v[19] == "." and v[20:-1].isdigit()))
+    ):
+        try:
+            return (datetime.fromisoformat(v) - _EPOCH) // _ONE_US
+        except ValueError:
+            pass
     if type(v) is not str:
         raise UnitError(BAD_TYPE, _short(v))
     s: str = v
