@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`; both set themselves up.
-.PHONY: setup test demo
+.PHONY: setup test demo bench
 
 setup:
 	./scripts/setup.sh
@@ -12,3 +12,8 @@ test: setup
 # live view; Ctrl-C stops everything. Options: make demo ARGS="--preset tiny --chaos".
 demo: setup
 	.venv/bin/kalshi-data demo $(ARGS)
+
+# Benchmarks (never pass/fail): raw limits and our figures in the same run, ratios, CPU s per
+# million, peak RSS; ~7 minutes; ARGS="--quick" for a smoke run. Writes bench/results/latest.json.
+bench: setup
+	.venv/bin/python -m bench $(ARGS)
