@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,12 @@ from psycopg.conninfo import conninfo_to_dict
 from gatherer.app import GathererApp
 from gatherer.config import GathererConfig
 from shared.config import Environment, parse_config
+from shared.pgcluster import free_port
 
 from ._db import ROLE_PASSWORDS
 from ._simproc import SimProcess
 
 __all__ = ["config", "make_app", "metric"]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -52,9 +46,9 @@ def config(sim: SimProcess, dsn: str, workdir: Path, **overrides: Any) -> dict[s
                         "ping_interval_s": 10.0, "ping_timeout_s": 60.0, "silent_role_s": 600.0},
         "poller": {"enabled": True, "interval_s": 60.0},
         "rate_limit": {"read_per_s": 200.0, "burst": 100},
-        "health": {"host": "127.0.0.1", "port": _port(), "db_probe_interval_s": 2.0},
-        "metrics": {"host": "127.0.0.1", "port": _port()},
-        "admin": {"host": "127.0.0.1", "port": _port()},
+        "health": {"host": "127.0.0.1", "port": free_port(), "db_probe_interval_s": 2.0},
+        "metrics": {"host": "127.0.0.1", "port": free_port()},
+        "admin": {"host": "127.0.0.1", "port": free_port()},
         "logging": {"level": "ERROR", "format": "text"},
     }
     return _merge(base, overrides)

@@ -239,17 +239,7 @@ class Decoder:
                 out.append(Duplicate(sid, seq))
                 return False
             if seq != last + 1:
-                out.append(
-                    SeqGap(
-                        sid,
-                        last + 1,
-                        seq,
-                        frame_type,
-                        rx,
-                        self._last_at.get(sid),
-                        self._channels.get(sid),
-                    )
-                )
+                out.append(self._gap(sid, last + 1, seq, frame_type, rx))
         self._last_seq[sid] = seq
         self._last_at[sid] = rx
         return True
@@ -528,21 +518,14 @@ class Decoder:
             self._channels[sid] = channel
         return [Subscribed(cid, channel, sid)]
 
+    def _gap(self, sid: int, expected: int, seq: int, frame_type: str, rx: int) -> SeqGap:
+        return SeqGap(sid, expected, seq, frame_type, rx, self._last_at.get(sid), self._channels.get(sid))
+
     def _reported_seq(self, sid: int, seq: int, frame_type: str, rx: int) -> list[DecodedEvent]:
         last = self._last_seq.get(sid)
         out: list[DecodedEvent] = []
         if last is not None and seq > last + 1:
-            out.append(
-                SeqGap(
-                    sid,
-                    last + 1,
-                    seq,
-                    frame_type,
-                    rx,
-                    self._last_at.get(sid),
-                    self._channels.get(sid),
-                )
-            )
+            out.append(self._gap(sid, last + 1, seq, frame_type, rx))
         if last is None or seq > last:
             self._last_seq[sid] = seq
             self._last_at[sid] = rx

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from gatherer.config import GathererConfig
 from shared.config import Environment, parse_config
+from shared.pgcluster import free_port
 
 #: Short intervals so a fault-and-recover cycle fits in seconds.
 FAST: dict[str, Any] = {
@@ -41,12 +41,6 @@ FAST: dict[str, Any] = {
 
 def now_us() -> int:
     return time.time_ns() // 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
