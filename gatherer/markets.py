@@ -166,6 +166,7 @@ class MarketRegistry:
                 self.changes.put_nowait(change)
             except asyncio.QueueFull:
                 # The consumer is far behind; the next resync of the open set repairs it.
+                self._m.market_registry_change_notices_dropped_total.inc()
                 self._rl.log(logging.ERROR, "changes_full", "market change queue full; "
                              "dropping notice for %s (the periodic shard check repairs it)",
                              change.ticker)

@@ -7,7 +7,7 @@ import sys
 
 import psycopg
 
-from shared.config import Environment, Secret, _fetch_aws_secret
+from shared.config import Environment, Secret
 from shared.errors import KalshiDataError, MigrationError, SecretError
 from shared.migrate import ROLES, apply_migrations, apply_roles
 
@@ -41,7 +41,7 @@ def _role_passwords(args: argparse.Namespace) -> dict[str, str]:
             except OSError as exc:
                 raise SecretError(f"file:{ref}", f"not readable ({exc.strerror})") from None
         else:
-            out[role] = Secret(f"aws:{ref}", None, Environment.from_os().fetch_secret or _fetch_aws_secret).reveal()
+            out[role] = Secret(f"aws:{ref}", None, Environment.from_os().fetch_secret).reveal()
     return out
 
 

@@ -84,6 +84,10 @@ class GathererMetrics(DbPoolMetrics):
             "market_registry_exchange_active", "1 when the exchange reports itself active", registry=r)
         self.market_registry_reconciling = Gauge(
             "market_registry_reconciling", "1 while a REST reconcile is running", registry=r)
+        self.market_registry_change_notices_dropped_total = Counter(
+            "market_registry_change_notices_dropped_total",
+            "Open/close notices dropped on a full queue (the periodic shard check repairs them)",
+            registry=r)
         # websocket clients
         self.ws_client_connected = Gauge(
             "ws_client_connected", "1 when the connection is open and subscribed", ["conn_id", "role"], registry=r)

@@ -153,3 +153,17 @@ def test_example_config_documents_every_key(tmp_path: Any) -> None:
                     not re.search(rf"^\s*#?\s*{f.name}(_file)?:", text, re.MULTILINE):
                 missing.append(f"{section.name}.{f.name}")
     assert not missing, missing
+
+
+async def test_full_change_queue_counts_every_dropped_notice() -> None:
+    clock = [1_000_000 * 1_000_000]
+    now_s = clock[0] // 1_000_000
+    reg = CollectorRegistry()
+    r = MarketRegistry(RegistryConfig(), None, GathererMetrics(reg), markets_sink=None,  # type: ignore[arg-type]
+                       events_sink=None, series_sink=None, now_us=lambda: clock[0], changes_max=1)  # type: ignore[arg-type]
+    r.take_open_set()
+    for t in ("N1", "N2", "N3"):
+        r.upsert(t, "active", now_s - 1, now_s + 100)
+    assert r.changes.qsize() == 1
+    assert reg.get_sample_value("market_registry_change_notices_dropped_total") == 2
+    assert sorted(r.open_tickers()) == ["N1", "N2", "N3"]  # the registry itself still knows all three
