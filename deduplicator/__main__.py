@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry
+from shared.signals import STOP_SIGNALS, EarlyStop
 
-from deduplicator.app import App, reset_gatherer
-from deduplicator.config import DeduplicatorConfig
-from shared.config import load_config
-from shared.errors import ConfigError, KalshiDataError, SecretError
-from shared.logging import setup_logging
+if TYPE_CHECKING:
+    from deduplicator.config import DeduplicatorConfig
+
+_EARLY = EarlyStop()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,11 +29,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(cfg: DeduplicatorConfig) -> int:
+async def _serve(cfg: "DeduplicatorConfig") -> int:
+    from prometheus_client import CollectorRegistry
+
+    from deduplicator.app import App
+
     app = App(cfg, CollectorRegistry(), process_metrics=True)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, app.request_stop)
+    if _EARLY.requested:  # told to stop while starting: nothing has been read, nothing to flush
+        return 0
     try:
         await app.start()
     except OSError as exc:
@@ -47,6 +52,13 @@ async def _serve(cfg: DeduplicatorConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _EARLY.install()  # before the heavy imports below: a stop during start-up still exits cleanly
+    from deduplicator.app import reset_gatherer
+    from deduplicator.config import DeduplicatorConfig
+    from shared.config import load_config
+    from shared.errors import ConfigError, KalshiDataError, SecretError
+    from shared.logging import setup_logging
+
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, DeduplicatorConfig)

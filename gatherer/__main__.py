@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
+from typing import TYPE_CHECKING
 
-import yaml
+from shared.signals import STOP_SIGNALS, EarlyStop
 
-from gatherer.config import GathererConfig
-from gatherer.errors import AuthRejected, KeyInvalid
-from shared.config import load_config
-from shared.errors import ConfigError, SecretError
-from shared.logging import setup_logging
+if TYPE_CHECKING:
+    from gatherer.config import GathererConfig
+    from shared.errors import ConfigError, SecretError
 
 log = logging.getLogger("gatherer.main")
+_EARLY = EarlyStop()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,14 +31,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(cfg: GathererConfig) -> int:
+async def _run(cfg: "GathererConfig") -> int:
     from gatherer.app import GathererApp
 
     app = GathererApp(cfg, process_metrics=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+    if _EARLY.requested:  # told to stop while starting: nothing has been read, nothing to flush
+        return 0
     start = asyncio.create_task(app.start(), name="start")
     waiter = asyncio.create_task(stop.wait(), name="signal")
     done, _ = await asyncio.wait({start, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -60,8 +61,10 @@ async def _run(cfg: GathererConfig) -> int:
     return 0 if left == 0 else 1
 
 
-def _describe_config_error(path: str, exc: ConfigError | SecretError) -> str:
+def _describe_config_error(path: str, exc: "ConfigError | SecretError") -> str:
     """The config error, naming the API key id when the private key is what failed."""
+    from shared.errors import ConfigError
+
     if isinstance(exc, ConfigError) and exc.path.startswith("kalshi.private_key"):
         key_id = _key_id_of(path)
         if key_id:
@@ -70,6 +73,8 @@ def _describe_config_error(path: str, exc: ConfigError | SecretError) -> str:
 
 
 def _key_id_of(path: str) -> str | None:
+    import yaml
+
     try:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
@@ -80,6 +85,13 @@ def _key_id_of(path: str) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _EARLY.install()  # before the heavy imports below: a stop during start-up still exits cleanly
+    from gatherer.config import GathererConfig
+    from gatherer.errors import AuthRejected, KeyInvalid
+    from shared.config import load_config
+    from shared.errors import ConfigError, SecretError
+    from shared.logging import setup_logging
+
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, GathererConfig)

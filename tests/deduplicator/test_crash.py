@@ -70,9 +70,11 @@ async def test_kill9_twenty_times_while_data_flows(pg_cluster: PgCluster, tmp_pa
                 kills += 1
             stop.set()
             await writer
+            size = log.stat().st_size
             proc = await asyncio.create_subprocess_exec(EXE, "--config", str(cfg), stderr=err,
                                                         stdout=asyncio.subprocess.DEVNULL)
             try:
+                await _started(log, size, proc)
                 await wait_for(lambda: _complete(prod, ex), 40, "production complete after the kills")
                 await asyncio.sleep(0.5)
             finally:

@@ -1,0 +1,23 @@
+"""A stop signal that arrives before the event loop's handlers exist is remembered, not fatal."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from shared.signals import STOP_SIGNALS, EarlyStop
+
+
+@pytest.mark.parametrize("sig", STOP_SIGNALS)
+def test_early_signal_is_recorded_instead_of_killing(sig: signal.Signals) -> None:
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        early = EarlyStop().install()
+        assert early.requested is False
+        os.kill(os.getpid(), sig)  # delivered to the main thread before os.kill returns to Python code
+        assert early.requested is True
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
