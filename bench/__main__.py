@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "e2e": (True, False, 300),
     "dedup": (True, False, 300),
     "registry": (False, False, 300),
+    "recovery": (True, False, 300),
     "backpressure": (False, False, 300),
     "archive": (True, False, 300),
 }
