@@ -90,8 +90,8 @@ async def arun(ctx: Context) -> list[Row]:
     app = None
     try:
         dsn = fresh_database(ctx.pg_dsn, "gatherer", "bench_recovery")
-        # reconnect_max_s bounds how long after the refusal ends the sockets come back; the
-        # production default (60 s) is kept: the figure is measured from the reconnect
+        # reconnect_max_s (default 15 s) bounds how long after the refusal ends the sockets come
+        # back; the default is kept: the figure itself is measured from the reconnect
         app = make_app(config(sim, dsn, workdir))
         await app.start()
         books_before = await _steady(app)

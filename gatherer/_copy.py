@@ -16,6 +16,17 @@ table). Staging types are chosen for safety, not size:
 
 Row formatting uses psycopg's (C-accelerated) binary row encoder through a context-free
 ``Transformer``; tuning numbers are in bench/.
+
+The fast path (``DirectCopy``, trades and orderbook_deltas: nearly all rows). The staging route
+costs every row twice on the server (profiled: 12.7-15.2 us/row against 5.8-8.2 for a plain
+COPY). A batch whose values all fit the real columns is first COPY'd straight into the real
+table(s) in its own transaction; if the database refuses it (a duplicate, a CHECK, a bad value:
+SQLSTATE classes 22/23) that transaction is rolled back and the batch takes the staging route,
+which keeps every guarantee above. Without a conflict both routes store exactly the same rows in
+the same order (so the same ``ingest_seq`` order), which is why the fast path is safe:
+first-arrival choices only arise when there is a conflict, and then staging decides. Narrow
+integer columns (int2/int4) are range-checked in Python before the fast path is taken, since the
+binary dumpers would otherwise wrap an out-of-range value silently.
 """
 
 from __future__ import annotations
@@ -27,16 +38,49 @@ from typing import Any
 import orjson
 from psycopg import postgres
 from psycopg._copy_base import format_row_binary  # the C encoder behind Copy.write_row
-from psycopg.adapt import Transformer
+from psycopg.adapt import AdaptersMap, Dumper, Transformer
 from psycopg.pq import Format
 
-__all__ = ["SIGNATURE", "SPECS", "TRAILER", "CopyFormatter", "TableSpec", "row_payload"]
+__all__ = [
+    "SIGNATURE",
+    "SPECS",
+    "TRAILER",
+    "CopyFormatter",
+    "DirectCopy",
+    "DirectFormatter",
+    "DirectTarget",
+    "TableSpec",
+    "row_payload",
+]
 
 # PostgreSQL binary COPY framing: 11-byte signature, int32 flags, int32 header extension length.
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 TRAILER = b"\xff\xff"
 
 Row = Sequence[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectTarget:
+    """One real table the fast path COPYs into."""
+
+    table: str
+    columns: tuple[str, ...]
+    types: tuple[str, ...]  # the table's own column types (binary COPY must match them)
+    project: Callable[[Row], Row] | None = None  # writer row -> this table's row
+
+    @property
+    def copy_sql(self) -> str:
+        return f"COPY {self.table} ({', '.join(self.columns)}) FROM STDIN (FORMAT BINARY)"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectCopy:
+    """The fast path of a table: its targets, in COPY order, and the range check of its narrow
+    integer columns (True = every value of every row fits)."""
+
+    targets: tuple[DirectTarget, ...]
+    fits: Callable[[Sequence[Row]], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +92,7 @@ class TableSpec:
     staging_types: tuple[str, ...]  # PostgreSQL types of the staging columns (binary COPY)
     merge_sql: str  # staging -> target; its rowcount is the number of rows stored
     prepare: Callable[[Row], Row] | None = None  # row -> COPY tuple (e.g. levels -> JSON)
+    direct: DirectCopy | None = None  # the fast path, when this table has one
 
     @property
     def staging(self) -> str:
@@ -102,6 +147,64 @@ class CopyFormatter:
                 bad.append((i, exc))
         buf += TRAILER
         return buf, bad
+
+
+class _StrUUIDBinaryDumper(Dumper):
+    """uuid column from the decoder's canonical text form (the stock binary dumper wants
+    ``uuid.UUID`` objects, which cost more to build than this)."""
+
+    format = Format.BINARY
+    oid = postgres.types["uuid"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        b = bytes.fromhex(obj.replace("-", ""))
+        if len(b) != 16:
+            raise ValueError(f"not a UUID: {obj!r}")
+        return b
+
+
+class _Context:
+    """A minimal adaptation context: psycopg's adapters plus the text-UUID dumper."""
+
+    def __init__(self) -> None:
+        self.adapters = AdaptersMap(postgres.adapters)
+        self.adapters.register_dumper(None, _StrUUIDBinaryDumper)  # by oid only (COPY)
+        self.connection = None
+
+
+class DirectFormatter:
+    """Formats a batch for a table's fast path: one payload per target, or None when the batch
+    must take the staging route (a narrow integer out of range, a value that cannot be encoded)."""
+
+    __slots__ = ("_targets", "direct")
+
+    def __init__(self, direct: DirectCopy) -> None:
+        self.direct = direct
+        ctx = _Context()
+        self._targets: list[tuple[Transformer, Callable[[Row], Row] | None]] = []
+        for t in direct.targets:
+            tx = Transformer(ctx)  # type: ignore[arg-type]
+            tx.set_dumper_types([ctx.adapters.types[n].oid for n in t.types], Format.BINARY)
+            self._targets.append((tx, t.project))
+
+    def format(self, rows: Sequence[Row]) -> list[bytearray] | None:
+        try:
+            if not self.direct.fits(rows):
+                return None
+            out = []
+            for tx, project in self._targets:
+                buf = bytearray(SIGNATURE)
+                if project is None:
+                    for row in rows:
+                        format_row_binary(row, tx, buf)
+                else:
+                    for row in rows:
+                        format_row_binary(project(row), tx, buf)
+                buf += TRAILER
+                out.append(buf)
+            return out
+        except Exception:  # any doubt about a value: the staging route sorts it out row by row
+            return None
 
 
 def row_payload(row: Row) -> str:
@@ -245,6 +348,50 @@ def _newest_wins(table: str, key: str, cols: tuple[str, ...]) -> str:
 _T = "text"
 _I = "int8"
 _B = "bool"
+_I4 = 2**31
+_I2 = 2**15
+
+
+def _deltas_fit(rows: Sequence[Row]) -> bool:
+    # price int4, occurrence int2; a non-integer raises TypeError -> staging route
+    return all(-_I4 <= r[3] < _I4 and -_I2 <= r[5] < _I2 for r in rows)
+
+
+def _trades_fit(rows: Sequence[Row]) -> bool:
+    # yes_price, no_price int4
+    return all(-_I4 <= r[3] < _I4 and -_I4 <= r[4] < _I4 for r in rows)
+
+
+def _trade_id_row(r: Row) -> Row:
+    return (r[0], r[2], r[1])
+
+
+_DELTAS_DIRECT = DirectCopy(
+    (
+        DirectTarget(
+            "orderbook_deltas",
+            _DELTA_COLS,
+            ("text", "int8", "text", "int4", "int8", "int2", "int8", "int8", "int8"),
+        ),
+    ),
+    _deltas_fit,
+)
+# trade_ids first: its primary key is what refuses a trade seen before (hardening 1)
+_TRADES_DIRECT = DirectCopy(
+    (
+        DirectTarget(
+            "trade_ids", ("trade_id", "exchange_ts", "ticker"), ("uuid", "int8", "text"),
+            _trade_id_row,
+        ),
+        DirectTarget(
+            "trades",
+            _TRADE_COLS,
+            ("uuid", "text", "int8", "int4", "int4", "int8", "text", "text", "text", "bool",
+             "text", "int8"),
+        ),
+    ),
+    _trades_fit,
+)
 
 # Hardening 1: trade identity is trade_id alone. The guard table decides; only trade_ids new
 # there reach trades, in the same statement (so the same transaction). Inside one batch the
@@ -277,13 +424,15 @@ _COVERAGE_MERGE = (
 
 SPECS: dict[str, TableSpec] = {
     "trades": TableSpec(
-        "trades", _TRADE_COLS, (_T, _T, _I, _I, _I, _I, _T, _T, _T, _B, _T, _I), _TRADES_MERGE
+        "trades", _TRADE_COLS, (_T, _T, _I, _I, _I, _I, _T, _T, _T, _B, _T, _I), _TRADES_MERGE,
+        direct=_TRADES_DIRECT,
     ),
     "orderbook_deltas": TableSpec(
         "orderbook_deltas",
         _DELTA_COLS,
         (_T, _I, _T, _I, _I, _I, _I, _I, _I),
         _plain_insert("orderbook_deltas", _DELTA_COLS),
+        direct=_DELTAS_DIRECT,
     ),
     "orderbook_snapshots": TableSpec(
         "orderbook_snapshots",

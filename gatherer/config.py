@@ -63,7 +63,7 @@ class ConnectionsConfig:
     orderbook: Annotated[int, Range(0, 1024)] = 144
     markets_per_connection: PositiveInt = 5000
     reconnect_min_s: PositiveFloat = 0.5
-    reconnect_max_s: PositiveFloat = 60.0
+    reconnect_max_s: PositiveFloat = 15.0
     stagger_s: PositiveFloat = 0.05
     ping_interval_s: PositiveFloat = 10.0
     ping_timeout_s: PositiveFloat = 20.0

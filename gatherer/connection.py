@@ -239,8 +239,8 @@ class WsConnection:
             if self._stopping:
                 break
             delay = self._backoff.next()
-            if self._mgr.auth_failing:
-                delay = max(delay, self._mgr.cfg.reconnect_max_s / 2)
+            if self._mgr.auth_failing:  # a rejected key: do not hammer the exchange with it
+                delay = max(delay, 2 * self._mgr.cfg.reconnect_max_s)
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:

@@ -21,6 +21,10 @@ Guarantees:
   memory stays bounded while the database is down; ``put`` then waits and the time it waited is
   added to ``writer_backpressure_seconds_total``.
 - ``writer_inserts_total`` counts rows actually stored (after ON CONFLICT dedup).
+- Tables with a fast path (``_copy.DirectCopy``) try a plain COPY into the real tables first; a
+  batch the database refuses there (duplicate, CHECK, bad value) is rolled back, counted in
+  ``writer_copy_fallbacks_total`` and written through staging as above. Retryable errors are
+  retried on whichever route the batch is on.
 
 The sink is swappable (``BatchSink``): ``PgSink`` for PostgreSQL, ``MemorySink``/``NullSink`` for
 tests and benchmarks, so COPY formatting can be timed apart from the database.
@@ -42,7 +46,7 @@ from shared.errors import KalshiDataError
 from shared.logging import RateLimitedLog
 from shared.metrics import GathererMetrics
 
-from ._copy import SPECS, CopyFormatter, TableSpec, row_payload
+from ._copy import SPECS, CopyFormatter, DirectFormatter, TableSpec, row_payload
 
 __all__ = [
     "SPECS",
@@ -90,10 +94,25 @@ class BatchSink(Protocol):
     async def close(self) -> None: ...
 
 
+class DirectSink(Protocol):
+    """A sink that also takes the fast path: ``write_direct`` COPYs one payload per
+    ``spec.direct`` target in one transaction and returns the rows stored, or None when the
+    database refused the batch there as bad data (rolled back; the caller takes staging)."""
+
+    async def write_direct(
+        self, spec: TableSpec, payloads: Sequence[bytes | bytearray], rows: Sequence[Row]
+    ) -> int | None: ...
+
+
 class NullSink:
     """Discards everything (benchmarks: formatting cost alone)."""
 
     async def write(self, spec: TableSpec, payload: bytes | bytearray, rows: Sequence[Row]) -> int:
+        return len(rows)
+
+    async def write_direct(
+        self, spec: TableSpec, payloads: Sequence[bytes | bytearray], rows: Sequence[Row]
+    ) -> int | None:
         return len(rows)
 
     async def reject(self, table: str, items: Sequence[RejectItem]) -> None:
@@ -195,6 +214,27 @@ class PgSink:
                 await self._drop()
             raise
 
+    async def write_direct(
+        self, spec: TableSpec, payloads: Sequence[bytes | bytearray], rows: Sequence[Row]
+    ) -> int | None:
+        assert spec.direct is not None
+        conn = await self._get()
+        try:
+            async with conn.transaction():
+                cur = conn.cursor()
+                for target, payload in zip(spec.direct.targets, payloads, strict=True):
+                    async with cur.copy(target.copy_sql) as cp:
+                        await cp.write(payload)
+                if self._notify:
+                    await cur.execute("SELECT pg_notify(%s, %s)", (self._notify, spec.name))
+            return len(rows)
+        except BaseException as exc:
+            if conn.closed or conn.broken:
+                await self._drop()
+            elif is_row_error(exc):
+                return None  # rolled back: nothing of this batch is stored
+            raise
+
     async def reject(self, table: str, items: Sequence[RejectItem]) -> None:
         conn = await self._get()
         try:
@@ -246,6 +286,11 @@ class Writer:
         self.name = spec.name
         self._sink = sink
         self._fmt = CopyFormatter(spec)
+        self._direct = (
+            DirectFormatter(spec.direct)
+            if spec.direct is not None and hasattr(sink, "write_direct")
+            else None
+        )
         self._batch = batch_size
         self._interval = flush_interval_s
         self._max = queue_max_rows
@@ -269,6 +314,7 @@ class Writer:
         self._m_inserts = metrics.writer_inserts_total.labels(writer=w)
         self._m_errors = metrics.writer_errors_total
         self._m_rejected = metrics.writer_rejected_rows_total.labels(writer=w)
+        self._m_fallback = metrics.writer_copy_fallbacks_total.labels(writer=w)
         self._m_batch = metrics.writer_batch_size.labels(writer=w)
         self._m_flush = metrics.writer_flush_duration_seconds.labels(writer=w)
         self._m_queue = metrics.writer_queue_rows.labels(writer=w)
@@ -384,19 +430,33 @@ class Writer:
             self._space.set()
 
     async def _write(self, rows: list[Row]) -> int:
-        """Store ``rows`` no matter what: retry retryable errors forever, bisect the others.
-        Returns the number of rows stored. Only cancellation escapes."""
-        payload, bad = self._fmt.format(rows)
-        if bad:
-            await self._reject([(rows[i], exc) for i, exc in bad])
-            skip = {i for i, _ in bad}
-            rows = [r for i, r in enumerate(rows) if i not in skip]
-            if not rows:
-                return 0
+        """Store ``rows`` no matter what: fast path first where there is one, then staging;
+        retry retryable errors forever, bisect the others. Returns the number of rows stored.
+        Only cancellation escapes."""
+        direct = self._direct.format(rows) if self._direct is not None else None
+        payload: bytearray | None = None
         attempt = 0
         while True:
             try:
-                stored = await self._sink.write(self.spec, payload, rows)
+                if direct is not None:
+                    stored_or_none = await self._sink.write_direct(  # type: ignore[attr-defined]
+                        self.spec, direct, rows
+                    )
+                    if stored_or_none is None:
+                        direct = None
+                        self._m_fallback.inc()
+                        continue
+                    stored = stored_or_none
+                else:
+                    if payload is None:
+                        payload, bad = self._fmt.format(rows)
+                        if bad:
+                            await self._reject([(rows[i], exc) for i, exc in bad])
+                            skip = {i for i, _ in bad}
+                            rows = [r for i, r in enumerate(rows) if i not in skip]
+                            if not rows:
+                                return 0
+                    stored = await self._sink.write(self.spec, payload, rows)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

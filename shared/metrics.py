@@ -139,6 +139,9 @@ class GathererMetrics(DbPoolMetrics):
         self.writer_flush_duration_seconds = Histogram(
             "writer_flush_duration_seconds", "Time to commit one batch", ["writer"],
             buckets=_LATENCY_BUCKETS, registry=r)
+        self.writer_copy_fallbacks_total = Counter(
+            "writer_copy_fallbacks_total", "Batches the database refused on the direct-COPY fast "
+            "path (a duplicate or bad row), then written through staging", ["writer"], registry=r)
         self.writer_queue_rows = Gauge(
             "writer_queue_rows", "Rows accepted but not yet committed", ["writer"], registry=r)
         self.writer_queue_max_rows = Gauge(

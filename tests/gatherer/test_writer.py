@@ -231,6 +231,58 @@ async def test_a_trade_seen_via_ws_and_rest_is_one_row_with_the_first_exchange_t
     assert rows(gatherer_dsn, "SELECT count(*) FROM trade_ids") == [(3,)]
 
 
+async def test_clean_batches_take_the_fast_path_in_arrival_order(gatherer_dsn: str) -> None:
+    reg, m = metrics()
+    dw = writer("orderbook_deltas", PgSink(gatherer_dsn), m, batch_size=50)
+    tw = writer("trades", PgSink(gatherer_dsn), m, batch_size=50)
+    order = [7, 3, 9, 1, 5]  # arrival order differs from key order
+    for i in order:
+        await dw.put(delta(i))
+        await tw.put(trade(i, NOW + i))
+    assert await dw.close(10) == 0 and await tw.close(10) == 0
+    for table in ("orderbook_deltas", "trades"):
+        assert sample(reg, "writer_copy_fallbacks_total", writer=table) == 0
+        assert sample(reg, "writer_inserts_total", writer=table) == len(order)
+    got = rows(gatherer_dsn, "SELECT seq FROM orderbook_deltas ORDER BY ingest_seq")
+    assert [r[0] for r in got] == order
+    got = rows(gatherer_dsn, "SELECT t.trade_id::text, i.exchange_ts, i.ticker FROM trades t "
+                             "JOIN trade_ids i USING (trade_id) ORDER BY t.ingest_seq")
+    assert got == [(str(uuid.UUID(int=i + 1)), NOW + i, "KXA-1") for i in order]
+
+
+async def test_a_refused_fast_path_falls_back_to_staging_with_the_same_result(
+    gatherer_dsn: str,
+) -> None:
+    reg, m = metrics()
+    w = writer("trades", PgSink(gatherer_dsn), m, batch_size=3)
+    for r in (trade(1, NOW), trade(2, NOW)):
+        await w.put(r)
+    await asyncio.sleep(0.1)  # first batch lands on the fast path
+    # second batch: trade 1 again (REST, later time) between two new ones -> trade_ids refuses
+    for r in (trade(3, NOW), trade(1, NOW + 1000, "rest"), trade(4, NOW)):
+        await w.put(r)
+    assert await w.close(10) == 0
+    assert sample(reg, "writer_copy_fallbacks_total", writer="trades") == 1
+    assert sample(reg, "writer_inserts_total", writer="trades") == 4
+    got = rows(gatherer_dsn, "SELECT trade_id::text, exchange_ts, source FROM trades ORDER BY 1")
+    assert got == [(str(uuid.UUID(int=i + 1)), NOW, "ws") for i in (1, 2, 3, 4)]
+    assert sample(reg, "writer_rejected_rows_total", writer="trades") == 0
+
+
+def test_fast_path_declines_values_the_real_columns_cannot_hold() -> None:
+    from gatherer._copy import DirectFormatter
+
+    f = DirectFormatter(SPECS["orderbook_deltas"].direct)  # type: ignore[arg-type]
+    assert f.format([delta(1)]) is not None
+    assert f.format([delta(1), delta(2, occurrence=2**15)]) is None  # int2 would wrap silently
+    assert f.format([delta(1, price=2**31)]) is None  # int4 would wrap silently
+    assert f.format([delta(1, price="5000")]) is None
+    t = DirectFormatter(SPECS["trades"].direct)  # type: ignore[arg-type]
+    assert t.format([trade(1)]) is not None
+    assert t.format([trade(1)._replace(trade_id="not-a-uuid")]) is None
+    assert t.format([trade(1)._replace(trade_id="ab" * 15)]) is None  # 15 bytes
+
+
 async def test_reference_rows_newest_wins(gatherer_dsn: str) -> None:
     _, m = metrics()
     w = writer("markets", PgSink(gatherer_dsn), m, batch_size=1)
