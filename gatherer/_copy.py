@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 from psycopg import postgres
 from psycopg._copy_base import format_row_binary  # the C encoder behind Copy.write_row
-from psycopg.adapt import AdaptersMap, Dumper, Transformer
+from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
 __all__ = [
@@ -66,7 +66,7 @@ class DirectTarget:
 
     table: str
     columns: tuple[str, ...]
-    types: tuple[str, ...]  # the table's own column types (binary COPY must match them)
+    types: tuple[str, ...]  # wire types matching the table's columns (see _uuid16)
     project: Callable[[Row], Row] | None = None  # writer row -> this table's row
 
     @property
@@ -149,29 +149,6 @@ class CopyFormatter:
         return buf, bad
 
 
-class _StrUUIDBinaryDumper(Dumper):
-    """uuid column from the decoder's canonical text form (the stock binary dumper wants
-    ``uuid.UUID`` objects, which cost more to build than this)."""
-
-    format = Format.BINARY
-    oid = postgres.types["uuid"].oid
-
-    def dump(self, obj: Any) -> bytes:
-        b = bytes.fromhex(obj.replace("-", ""))
-        if len(b) != 16:
-            raise ValueError(f"not a UUID: {obj!r}")
-        return b
-
-
-class _Context:
-    """A minimal adaptation context: psycopg's adapters plus the text-UUID dumper."""
-
-    def __init__(self) -> None:
-        self.adapters = AdaptersMap(postgres.adapters)
-        self.adapters.register_dumper(None, _StrUUIDBinaryDumper)  # by oid only (COPY)
-        self.connection = None
-
-
 class DirectFormatter:
     """Formats a batch for a table's fast path: one payload per target, or None when the batch
     must take the staging route (a narrow integer out of range, a value that cannot be encoded)."""
@@ -180,11 +157,10 @@ class DirectFormatter:
 
     def __init__(self, direct: DirectCopy) -> None:
         self.direct = direct
-        ctx = _Context()
         self._targets: list[tuple[Transformer, Callable[[Row], Row] | None]] = []
         for t in direct.targets:
-            tx = Transformer(ctx)  # type: ignore[arg-type]
-            tx.set_dumper_types([ctx.adapters.types[n].oid for n in t.types], Format.BINARY)
+            tx = Transformer()
+            tx.set_dumper_types([postgres.types.get_oid(n) for n in t.types], Format.BINARY)
             self._targets.append((tx, t.project))
 
     def format(self, rows: Sequence[Row]) -> list[bytearray] | None:
@@ -362,8 +338,24 @@ def _trades_fit(rows: Sequence[Row]) -> bool:
     return all(-_I4 <= r[3] < _I4 and -_I4 <= r[4] < _I4 for r in rows)
 
 
+def _uuid16(text: str) -> bytes:
+    # A binary COPY row carries no type oids: a uuid column reads exactly 16 raw bytes, which is
+    # what a bytea value is on the wire, so the C bytes dumper serves (the stock uuid dumper
+    # wants uuid.UUID objects: ~2 us each to build). The length must be checked here: the
+    # server reports a short uuid in binary COPY as a protocol violation (08P01, a "connection"
+    # error that would be retried forever), not as bad data. ValueError -> staging route.
+    b = bytes.fromhex(text.replace("-", ""))
+    if len(b) != 16:
+        raise ValueError("trade_id is not 16 bytes")
+    return b
+
+
 def _trade_id_row(r: Row) -> Row:
-    return (r[0], r[2], r[1])
+    return (_uuid16(r[0]), r[2], r[1])
+
+
+def _trade_row(r: Row) -> Row:
+    return (_uuid16(r[0]), *r[1:])
 
 
 _DELTAS_DIRECT = DirectCopy(
@@ -380,14 +372,15 @@ _DELTAS_DIRECT = DirectCopy(
 _TRADES_DIRECT = DirectCopy(
     (
         DirectTarget(
-            "trade_ids", ("trade_id", "exchange_ts", "ticker"), ("uuid", "int8", "text"),
+            "trade_ids", ("trade_id", "exchange_ts", "ticker"), ("bytea", "int8", "text"),
             _trade_id_row,
         ),
         DirectTarget(
             "trades",
             _TRADE_COLS,
-            ("uuid", "text", "int8", "int4", "int4", "int8", "text", "text", "text", "bool",
+            ("bytea", "text", "int8", "int4", "int4", "int8", "text", "text", "text", "bool",
              "text", "int8"),
+            _trade_row,
         ),
     ),
     _trades_fit,
