@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--only", action="append", default=[], metavar="NAME",
                     help=f"run only these (repeatable or comma-separated): {', '.join(BENCHES)}")
     ap.add_argument("--reps", type=int, default=None, help="measured repetitions (default 5, "
-                    "quick 3); one unmeasured warm-up rep always precedes them")
+                    "quick 2); one unmeasured warm-up rep always precedes them")
     ap.add_argument("--archive", action="store_true", help="also run the archive export bench")
     ap.add_argument("--out", type=Path, default=report.LATEST, help="JSON results path")
     return ap.parse_args(argv)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         console.print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}")
         return 2
-    reps = a.reps or (3 if a.quick else 5)
+    reps = a.reps or (2 if a.quick else 5)
     started = datetime.now(UTC)
     t0 = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="kalshi-bench-"))

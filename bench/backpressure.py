@@ -7,7 +7,7 @@ in seconds; the message rate is what matters here) in its own process on a real-
 lowered to 100,000 so the bound is reached inside the outage. RSS is sampled every 0.5 s before,
 during and after the outage; after restart we time until the backlog is gone (under 5,000 rows
 queued in all writers: one second of traffic).
-``--quick``: a 20 s outage.
+``--quick``: a 10 s outage.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ STEADY_ROWS = 5_000  # one second of traffic
 
 
 async def arun(ctx: Context) -> list[Row]:
-    outage = 20.0 if ctx.quick else 60.0
+    outage = 10.0 if ctx.quick else 60.0
     workdir = Path(ctx.workdir) / "backpressure"
     workdir.mkdir(parents=True, exist_ok=True)
     from shared.migrate import apply_migrations, apply_roles

@@ -14,7 +14,7 @@ them in. Then, polling every 50 ms:
   router keeps a book only after a fresh snapshot on its owning subscription).
 
 The figure is ``max(trades complete, books resynced) - reconnected``; the reconnect delay itself
-(the backoff after the refusal ends) is reported beside it. ``--quick``: a 15 s outage.
+(the backoff after the refusal ends) is reported beside it. ``--quick``: a 10 s outage.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ async def _steady(app: GathererApp, timeout: float = 180.0) -> set[str]:
 
 
 async def arun(ctx: Context) -> list[Row]:
-    outage = 15.0 if ctx.quick else 60.0
+    outage = 10.0 if ctx.quick else 60.0
     workdir = Path(ctx.workdir) / "recovery"
     workdir.mkdir(parents=True, exist_ok=True)
     sim = SimProcess(workdir, preset="medium", profile="fp2026", seed=17, clock_speed=1.0,

@@ -337,8 +337,9 @@ class Decoder:
                 raise UnitError(BAD_TYPE, "market_ticker")
             cache = self._cache
             v = msg.get("price_dollars")  # type: ignore[union-attr]
-            if v is None:
-                price = cents(msg["price"])  # type: ignore[index]
+            if v is None:  # legacy2025: integer cents, inlined (the legacy hot path)
+                v = msg["price"]  # type: ignore[index]
+                price = v * 100 if type(v) is int else cents(v)
             else:
                 price = cache.prices.get(v)  # type: ignore[assignment]
                 if price is None:
@@ -348,8 +349,9 @@ class Decoder:
             if not 0 <= price <= 10_000:
                 raise UnitError(BAD_VALUE, "price")
             v = msg.get("delta_fp")  # type: ignore[union-attr]
-            if v is None:
-                delta = count_fp(msg["delta"])  # type: ignore[index]
+            if v is None:  # legacy2025: integer contracts
+                v = msg["delta"]  # type: ignore[index]
+                delta = v * 100 if type(v) is int else count_fp(v)
             else:
                 delta = cache.counts.get(v)  # type: ignore[assignment]
                 if delta is None:
@@ -365,7 +367,10 @@ class Decoder:
             elif v is not None:
                 ts = ts_ms_to_us(v)
             else:
-                ts = legacy_ts_to_us(msg["ts"])  # type: ignore[index]
+                v = msg["ts"]  # type: ignore[index]
+                # legacy RFC 3339 ("...Z") straight to its parser; seconds and the rest via the
+                # general legacy rule
+                ts = rfc3339_to_us(v) if type(v) is str and v[-1:] == "Z" else legacy_ts_to_us(v)
         except (KeyError, TypeError, AttributeError, UnitError) as exc:
             return self._reject(out or [], exc, raw, sid, msg, "orderbook_delta", rx)
         if self.profile is None:
