@@ -14,6 +14,6 @@ demo: setup
 	.venv/bin/kalshi-data demo $(ARGS)
 
 # Benchmarks (never pass/fail): raw limits and our figures in the same run, ratios, CPU s per
-# million, peak RSS; ~7 minutes; ARGS="--quick" for a smoke run. Writes bench/results/latest.json.
+# million, peak RSS; ~8.5 minutes; ARGS="--quick" for a smoke run. Writes bench/results/latest.json.
 bench: setup
 	.venv/bin/python -m bench $(ARGS)
