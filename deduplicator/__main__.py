@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _serve(cfg: "DeduplicatorConfig") -> int:
+async def _serve(cfg: DeduplicatorConfig) -> int:
     from prometheus_client import CollectorRegistry
 
     from deduplicator.app import App
@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(cfg.logging)
     if args.reset_cursor is not None:
+        _EARLY.restore()  # a one-shot command: Ctrl-C and SIGTERM interrupt it as usual
+        if _EARLY.requested:
+            return 0  # told to stop before anything was changed
         try:
             print(asyncio.run(reset_gatherer(cfg, args.reset_cursor)))
         except KalshiDataError as exc:

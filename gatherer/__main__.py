@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(cfg: "GathererConfig") -> int:
+async def _run(cfg: GathererConfig) -> int:
     from gatherer.app import GathererApp
 
     app = GathererApp(cfg, process_metrics=True)
@@ -61,7 +61,7 @@ async def _run(cfg: "GathererConfig") -> int:
     return 0 if left == 0 else 1
 
 
-def _describe_config_error(path: str, exc: "ConfigError | SecretError") -> str:
+def _describe_config_error(path: str, exc: ConfigError | SecretError) -> str:
     """The config error, naming the API key id when the private key is what failed."""
     from shared.errors import ConfigError
 

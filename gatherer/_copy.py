@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 from psycopg import postgres
 from psycopg._copy_base import format_row_binary  # the C encoder behind Copy.write_row
+from psycopg.abc import Transformer as AbcTransformer
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
@@ -81,6 +82,7 @@ class DirectCopy:
 
     targets: tuple[DirectTarget, ...]
     fits: Callable[[Sequence[Row]], bool]
+    prepare: Callable[[Row], Row] | None = None  # once per row, before every target's project
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +159,7 @@ class DirectFormatter:
 
     def __init__(self, direct: DirectCopy) -> None:
         self.direct = direct
-        self._targets: list[tuple[Transformer, Callable[[Row], Row] | None]] = []
+        self._targets: list[tuple[AbcTransformer, Callable[[Row], Row] | None]] = []
         for t in direct.targets:
             tx = Transformer()
             tx.set_dumper_types([postgres.types.get_oid(n) for n in t.types], Format.BINARY)
@@ -167,6 +169,9 @@ class DirectFormatter:
         try:
             if not self.direct.fits(rows):
                 return None
+            prepare = self.direct.prepare
+            if prepare is not None:
+                rows = [prepare(r) for r in rows]
             out = []
             for tx, project in self._targets:
                 buf = bytearray(SIGNATURE)
@@ -179,7 +184,7 @@ class DirectFormatter:
                 buf += TRAILER
                 out.append(buf)
             return out
-        except Exception:  # any doubt about a value: the staging route sorts it out row by row
+        except Exception:  # noqa: BLE001 - any doubt about a value: staging sorts it out row by row
             return None
 
 
@@ -350,12 +355,12 @@ def _uuid16(text: str) -> bytes:
     return b
 
 
-def _trade_id_row(r: Row) -> Row:
-    return (_uuid16(r[0]), r[2], r[1])
-
-
-def _trade_row(r: Row) -> Row:
+def _trade_wire(r: Row) -> Row:
     return (_uuid16(r[0]), *r[1:])
+
+
+def _trade_id_row(r: Row) -> Row:
+    return (r[0], r[2], r[1])
 
 
 _DELTAS_DIRECT = DirectCopy(
@@ -380,10 +385,10 @@ _TRADES_DIRECT = DirectCopy(
             _TRADE_COLS,
             ("bytea", "text", "int8", "int4", "int4", "int8", "text", "text", "text", "bool",
              "text", "int8"),
-            _trade_row,
         ),
     ),
     _trades_fit,
+    _trade_wire,  # the trade id converted once for both tables
 )
 
 # Hardening 1: trade identity is trade_id alone. The guard table decides; only trade_ids new

@@ -37,7 +37,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import psycopg
 
@@ -94,6 +94,7 @@ class BatchSink(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class DirectSink(Protocol):
     """A sink that also takes the fast path: ``write_direct`` COPYs one payload per
     ``spec.direct`` target in one transaction and returns the rows stored, or None when the
@@ -286,11 +287,11 @@ class Writer:
         self.name = spec.name
         self._sink = sink
         self._fmt = CopyFormatter(spec)
-        self._direct = (
-            DirectFormatter(spec.direct)
-            if spec.direct is not None and hasattr(sink, "write_direct")
-            else None
-        )
+        self._direct: DirectFormatter | None = None
+        self._direct_sink: DirectSink | None = None
+        if spec.direct is not None and isinstance(sink, DirectSink):
+            self._direct = DirectFormatter(spec.direct)
+            self._direct_sink = sink
         self._batch = batch_size
         self._interval = flush_interval_s
         self._max = queue_max_rows
@@ -439,9 +440,8 @@ class Writer:
         while True:
             try:
                 if direct is not None:
-                    stored_or_none = await self._sink.write_direct(  # type: ignore[attr-defined]
-                        self.spec, direct, rows
-                    )
+                    assert self._direct_sink is not None
+                    stored_or_none = await self._direct_sink.write_direct(self.spec, direct, rows)
                     if stored_or_none is None:
                         direct = None
                         self._m_fallback.inc()

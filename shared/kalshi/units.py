@@ -177,23 +177,26 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: The layout of the fast path, checked in C (ASCII digits only: ``[0-9]``, not ``\d``)
 _FAST_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z").fullmatch
-#: [head "YYYY-MM-DDTHH:MM:SS", µs of that second] of the last fast-path parse
-_SECOND: list[Any] = ["", 0]
+#: (head "YYYY-MM-DDTHH:MM:SS", µs of that second) of the last fast-path parse. One tuple,
+#: rebound whole and read once per call, so a thread never pairs one second's head with
+#: another's base.
+_SECOND: tuple[str, int] = ("", 0)
 _ONE_US = timedelta(microseconds=1)
 
 
 def rfc3339_to_us(v: Any) -> int:
     """RFC 3339 (``2025-08-12T21:00:32.539836022Z``, any fraction length, ``Z`` or ``±HH:MM``)
     -> µs since epoch. Fractions finer than 1 µs are truncated (ns are below our unit)."""
+    global _SECOND
     # Fastest path: the same whole second as the previous call (a stream's consecutive frames
     # nearly always are): only the fraction is parsed. The cached head was validated in full.
-    if type(v) is str and v[:19] == _SECOND[0] and v[-1:] == "Z":
-        n = len(v)
-        if n == 20:
-            return _SECOND[1]
+    head, base = _SECOND
+    if type(v) is str and v[:19] == head and v[-1:] == "Z":
+        if len(v) == 20:
+            return base
         frac = v[20:-1]
         if v[19] == "." and frac and frac.isdigit() and frac.isascii():
-            return _SECOND[1] + int(frac[:6].ljust(6, "0"))
+            return base + int(frac[:6].ljust(6, "0"))
     # Fast path for the usual "YYYY-MM-DDTHH:MM:SS[.f+]Z" (every legacy delta, every REST
     # market time): once the layout is checked here, the C parser does the rest (~4x cheaper;
     # bench/: the registry's 1 M-market load spent ~35% of its time in this function, legacy
@@ -205,7 +208,7 @@ def rfc3339_to_us(v: Any) -> int:
         except ValueError:
             pass
         else:
-            _SECOND[:] = [v[:19], us - us % 1_000_000]  # "Z": seconds are whole multiples of 1e6 µs
+            _SECOND = (v[:19], us - us % 1_000_000)  # "Z": seconds are whole multiples of 1e6 µs
             return us
     if type(v) is not str:
         raise UnitError(BAD_TYPE, _short(v))

@@ -21,3 +21,18 @@ def test_early_signal_is_recorded_instead_of_killing(sig: signal.Signals) -> Non
     finally:
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def test_restore_puts_back_the_previous_handlers() -> None:
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    try:
+        mine = lambda *_: None
+        for s in STOP_SIGNALS:
+            signal.signal(s, mine)
+        early = EarlyStop().install()
+        assert all(signal.getsignal(s) == early._note for s in STOP_SIGNALS)
+        early.restore()
+        assert all(signal.getsignal(s) is mine for s in STOP_SIGNALS)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
