@@ -83,15 +83,14 @@ ensure_systemd_analyze() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
 }
 
-# --- the monitoring stack (issue #17): binaries only, unpacked from Debian packages -------------
-# unpack_deb_binaries PACKAGE BINARY...: apt-get download PACKAGE, install ./usr/bin/BINARY...
-unpack_deb_binaries() {
-    local pkg="$1"; shift
+# --- the monitoring stack (issue #17): files unpacked from Debian packages, no maintainer scripts --
+# deb_unpack PACKAGE DIR MEMBER...: apt-get download PACKAGE and extract MEMBERs (./usr/...) into DIR.
+deb_unpack() {
+    local pkg="$1" dest="$2"; shift 2
     if ! command -v apt-get >/dev/null 2>&1; then
-        log "$* missing and apt-get unavailable: install Debian's $pkg (or upstream binaries) onto PATH"
+        log "apt-get unavailable: install Debian's $pkg (or the upstream release) by hand"
         return 1
     fi
-    log "$* missing: unpacking from Debian's $pkg package into $PREFIX_BIN (no service is started)"
     apt_update_once
     local tmp
     tmp="$(mktemp -d)"
@@ -102,13 +101,22 @@ unpack_deb_binaries() {
         apt_updated=0; as_root apt-get update -qq; apt_updated=1
         (cd "$tmp" && apt-get download -q "$pkg" >/dev/null)
     }
-    local deb bin
-    deb="$(ls "$tmp"/"${pkg}"_*.deb | head -n1)"
+    local debs=("$tmp"/"${pkg}"_*.deb)
+    dpkg-deb --fsys-tarfile "${debs[0]}" | tar -x -C "$dest" "$@"
+}
+
+# unpack_deb_binaries PACKAGE BINARY...: install ./usr/bin/BINARY... of PACKAGE into PREFIX_BIN.
+unpack_deb_binaries() {
+    local pkg="$1"; shift
+    log "$* missing: unpacking from Debian's $pkg package into $PREFIX_BIN (no service is started)"
+    local tmp bin
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" RETURN
+    deb_unpack "$pkg" "$tmp" "${@/#/./usr/bin/}" || return 1
     for bin in "$@"; do
-        dpkg-deb --fsys-tarfile "$deb" | tar -x -O "./usr/bin/$bin" >"$tmp/$bin"
-        chmod 0755 "$tmp/$bin"
-        "$tmp/$bin" --version >/dev/null 2>&1
-        as_root install -m 0755 "$tmp/$bin" "$PREFIX_BIN/$bin"
+        "$tmp/usr/bin/$bin" --version >/dev/null 2>&1
+        as_root install -m 0755 "$tmp/usr/bin/$bin" "$PREFIX_BIN/$bin"
         log "installed $("$PREFIX_BIN/$bin" --version 2>&1 | head -n1)"
     done
 }
@@ -118,13 +126,25 @@ ensure_prometheus_server() {
     unpack_deb_binaries prometheus prometheus
 }
 
+# Debian's Alertmanager reads its notification templates from here (a Debian patch).
+AM_TEMPLATES=/usr/share/prometheus/alertmanager
 ensure_alertmanager() {
     # Debian names the server prometheus-alertmanager; upstream tarballs call it alertmanager.
-    if { command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; } \
-        && command -v amtool >/dev/null 2>&1; then
-        return 0
+    if ! { command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1; } \
+        || ! command -v amtool >/dev/null 2>&1; then
+        unpack_deb_binaries prometheus-alertmanager prometheus-alertmanager amtool || return 1
     fi
-    unpack_deb_binaries prometheus-alertmanager prometheus-alertmanager amtool
+    if command -v prometheus-alertmanager >/dev/null 2>&1 && [ ! -f "$AM_TEMPLATES/default.tmpl" ]; then
+        log "unpacking Alertmanager's notification templates into $AM_TEMPLATES"
+        as_root mkdir -p "$AM_TEMPLATES"
+        local tmp
+        tmp="$(mktemp -d)"
+        # shellcheck disable=SC2064
+        trap "rm -rf '$tmp'" RETURN
+        deb_unpack prometheus-alertmanager "$tmp" ./usr/share/prometheus/alertmanager/default.tmpl \
+            ./usr/share/prometheus/alertmanager/email.tmpl || return 1
+        as_root install -m 0644 "$tmp$AM_TEMPLATES/default.tmpl" "$tmp$AM_TEMPLATES/email.tmpl" "$AM_TEMPLATES/"
+    fi
 }
 
 ensure_node_exporter() {
