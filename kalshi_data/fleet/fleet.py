@@ -31,8 +31,8 @@ from typing import Any, Self
 import httpx
 import yaml
 
-from kalshi_data.fleet.clusters import FleetClusters, write_secret
 from kalshi_data.fleet import monitoring
+from kalshi_data.fleet.clusters import FleetClusters, write_secret
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.plan import (
     HOST,

@@ -10,7 +10,7 @@ import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class WebhookReceiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 import time
 
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -56,7 +56,7 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="webhook", daemon=True)
 
-    def __enter__(self) -> WebhookReceiver:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
