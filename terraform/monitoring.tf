@@ -26,8 +26,6 @@ module "monitoring_files" {
   source = "./monitoring"
   count  = local.monitoring_count
 
-  project              = var.project
-  environment          = var.environment
   aws_region           = var.aws_region
   gatherer_ips         = aws_instance.gatherer[*].private_ip
   deduplicator_ip      = aws_instance.deduplicator.private_ip

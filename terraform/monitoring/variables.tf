@@ -1,16 +1,6 @@
 # Plain values only: this module renders files and creates nothing, so it needs no provider and
 # tests/ops/test_monitoring_host.py renders it offline with the terraform binary.
 
-variable "project" {
-  description = "Project name (prefix of the Secrets Manager names)."
-  type        = string
-}
-
-variable "environment" {
-  description = "Environment name."
-  type        = string
-}
-
 variable "aws_region" {
   description = "Region of the secrets and the config bucket."
   type        = string

@@ -24,7 +24,7 @@ from .test_terraform import load_all, res
 
 MODULE = REPO / "terraform" / "monitoring"
 VALUES = {
-    "project": "kalshi", "environment": "prod", "aws_region": "us-east-1",
+    "aws_region": "us-east-1",
     "gatherer_ips": ["10.40.16.10", "10.40.32.10", "10.40.48.10"], "deduplicator_ip": "10.40.16.20",
     "metrics_port": 9090, "node_exporter_port": 9100, "config_bucket": "kalshi-prod-monitoring-x",
     "pagerduty_secret": "kalshi/prod/alertmanager-pagerduty-routing-key",
