@@ -75,7 +75,7 @@ def rule_files(alerts_dir: Path = ALERTS_DIR) -> list[Path]:
 
 def scaled_rules(path: Path, time_factor: float) -> dict[str, Any]:
     """One rule file with every ``for:`` divided by ``time_factor``; everything else as shipped."""
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    doc: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
     if time_factor != 1:
         for group in doc["groups"]:
             for rule in group["rules"]:
@@ -88,7 +88,7 @@ def alertmanager_document(time_factor: float = 1.0, webhook_url: str | None = No
                           alerts_dir: Path = ALERTS_DIR) -> dict[str, Any]:
     """``alerts/alertmanager.yml`` with local receivers (see the module docstring): the route
     tree and inhibit rules are kept; route timings are divided by ``time_factor``."""
-    doc = yaml.safe_load((alerts_dir / ALERTMANAGER_FILE).read_text(encoding="utf-8"))
+    doc: dict[str, Any] = yaml.safe_load((alerts_dir / ALERTMANAGER_FILE).read_text(encoding="utf-8"))
     receivers = []
     for r in doc["receivers"]:
         local: dict[str, Any] = {"name": r["name"]}
