@@ -106,6 +106,7 @@ EXPECT: dict[str, Expect] = {
     "WriterBackpressure": Expect("gatherer_tables_locked", {"instance": "gatherer-3"},
                                  resolve="rate() over 5m of backpressure seconds"),
     "DefaultPartitionNotEmpty": Expect("default_partition_row", {"instance": "gatherer-2", "table": "trades"}),
+    "PartitionsRunningOut": Expect("partition_names_taken", {"instance": "gatherer-1", "table": "trades"}),
     "WriterRowsRejected": Expect("rejected_rows", {"instance": "gatherer-1", "writer": "tickers"},
                                  resolve="increase() over 15m of rejected rows"),
     "S3UploadFailure": Expect("archive_upload_fails", {"table": "trades"}, resolve="increase() over 1h of S3 errors"),
@@ -118,9 +119,6 @@ EXPECT: dict[str, Expect] = {
 UNPROVOKABLE: dict[str, str] = {
     "DiskUsageHigh": "needs a filesystem over 80 % full for node exporter to report; filling a "
                      "shared machine's disk is not a test",
-    "PartitionsRunningOut": "gatherer/retention.py creates the missing partitions in the same pass "
-                            "that reports db_partitions_ahead_days, and a failing "
-                            "ensure_partitions() aborts the report, so the gauge never shows < 2",
     "RetentionBlocked": "needs an expired daily partition (retention keeps >= 1 day) that a consumer "
                         "has not acknowledged, for 24h (24 min even with the time factor)",
     "PollCycleApproachingLimit": "needs one REST snapshot cycle longer than 720 s (80 % of the "
@@ -443,6 +441,24 @@ def default_partition_row(lp: Loop) -> None:
     lp.resolved("DefaultPartitionNotEmpty", t_rec)
 
 
+def partition_names_taken(lp: Loop) -> None:
+    """Plain tables take the names of gatherer-1's future trades partitions (a restore gone wrong):
+    ensure_partitions() skips names that exist, so only today's and tomorrow's partitions are
+    attached (PartitionsRunningOut: fewer than 2 days ahead). Dropping them lets it recreate."""
+    future = [r[0] for r in lp.sql("gatherer-1", """
+        SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'trades'::regclass AND c.relname ~ '_p\\d{8}$'
+           AND to_date(substring(c.relname FROM '_p(\\d{8})$'), 'YYYYMMDD') > current_date + 1""")]
+    assert len(future) >= 2, future
+    t0 = time.time()
+    # one transaction: the upkeep never sees the names free
+    lp.sql("gatherer-1", "".join(f"DROP TABLE {n}; CREATE TABLE {n} (note text);" for n in future))
+    lp.fired("PartitionsRunningOut", t0)
+    lp.sql("gatherer-1", "".join(f"DROP TABLE {n};" for n in future))
+    t_rec = time.time()
+    lp.resolved("PartitionsRunningOut", t_rec)
+
+
 def rejected_rows(lp: Loop) -> None:
     """gatherer-1's database refuses tickers rows for a few seconds (a check constraint trigger):
     the writer moves them to rejected_rows (WriterRowsRejected)."""
@@ -506,7 +522,7 @@ def rest_outage(lp: Loop) -> None:
 
 # Each inner tuple runs in its own thread, in order; the tuples run in parallel.
 FAULT_SCHEDULE: tuple[tuple[Callable[[Loop], None], ...], ...] = (
-    (gatherer_databases_down, default_partition_row, rejected_rows),
+    (gatherer_databases_down, default_partition_row, rejected_rows, partition_names_taken),
     (production_outage, deduplicator_rewind, production_locked),
     (ticker_feed_stalled,),
     (sequence_gaps, subscription_errors),
