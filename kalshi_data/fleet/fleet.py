@@ -13,8 +13,8 @@ Start order: keys -> clusters (parallel) -> configs -> simulator -> gatherers (p
 deduplicator -> monitoring stack (node exporter, Alertmanager, Prometheus; if planned) -> chaos
 (if asked) -> fleet.json. Stop order: the monitoring stack first (it would only page about the
 shutdown), then gatherers (they flush their queues into their own databases on SIGTERM), the
-deduplicator, the simulator and the clusters. A failure anywhere during start stops everything already started and raises ONE
-FleetError naming the piece.
+deduplicator, the simulator and the clusters. A failure anywhere during start stops everything
+already started and raises ONE FleetError naming the piece.
 """
 
 from __future__ import annotations

@@ -10,12 +10,19 @@ thresholds and rate()/increase() windows are exactly as shipped: a 1 s scrape in
 every window from 5 m up hundreds of samples. Two consequences are stated, not hidden:
 
 * thresholds that are wall-clock durations stay wall-clock durations: SyncLagCritical needs
-  production 300 s behind and DataStale 300 s of silence, so the run lasts about six minutes;
+  production 300 s behind and DataStale 300 s of silence, so the faults take about seven
+  minutes (they start together; the production chain needs ~100 s before its lock) and the whole
+  test eight to nine on two loaded cores;
 * an alert on ``increase(x[15m]) > N`` (or a 5m/10m/1h/6h window) keeps firing until its last
   event leaves the window. Resolution is awaited for every alert whose window allows it within
   the run; ``Expect.resolve`` names the window for the others, and the run checks instead that
-  the counter behind them stopped growing after recovery (the promtool unit tests in
+  the events behind them stopped after recovery (``Loop.settled``; the promtool unit tests in
   alerts/tests/ show those rules resolving).
+
+A new alert is a row in ``EXPECT`` (its fault, the labels it must carry, and its window if it
+cannot resolve within the run) plus, unless an existing fault already provokes it, a function
+that provokes it, waits with ``lp.fired``, recovers, and waits with ``lp.resolved`` (or
+``lp.settled``), added to a chain in ``FAULT_SCHEDULE``.
 
 Faults run in parallel where they do not touch the same part: the table ``EXPECT`` says which
 fault fires which alert (with the labels it must carry); ``UNPROVOKABLE`` lists the alerts one
