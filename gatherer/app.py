@@ -53,6 +53,7 @@ from shared.kalshi.auth import KeyLoadError, load_private_key
 from shared.kalshi.models import Lifecycle, Profile, Rejected, SeqGap
 from shared.kalshi.objects import snapshot_from_rest
 from shared.metrics import GathererMetrics, add_process_collectors
+from shared.pool_metrics import psycopg_pool_stats, track_pool
 
 log = logging.getLogger("gatherer.app")
 
@@ -131,6 +132,8 @@ class GathererApp:
         self.pool = db.make_pool(cfg.database, "gatherer-aux", application_name="kalshi-gatherer-aux",
                                  min_size=1, max_size=3)
         await self.pool.open()
+        pool = self.pool
+        track_pool(m, "local", lambda: psycopg_pool_stats(pool))
         self.db_probe = DbProbe(self.pool, cfg.health.db_probe_interval_s)
         await self.db_probe.check()
         self.health.db = self.db_probe

@@ -82,6 +82,8 @@ class Hub:
         if not sub.alive:
             return
         sess = sub.session
+        if self.faults.muted and self.faults.is_muted(sub.channel, sess.key_id):
+            return
         if len(sess.out) >= self.conf.ws_max_buffer:
             self._terminate(sub, 25)
             self.faults.count("error_25_overflow")
