@@ -25,6 +25,7 @@ from shared.kalshi.replay import (
     HOLE_SLACK_US,
     MAX_CANDIDATES,
     QUIET_US,
+    Cut,
     Interval,
     RebuiltBook,
     StoredDelta,
@@ -34,6 +35,7 @@ from shared.kalshi.replay import (
     choose_base,
     lossy_windows,
     near_range,
+    needed,
     no_snapshot,
     overlaps,
     rebuild,
@@ -177,7 +179,8 @@ def book_series(conn: Conn, ticker: str, start_us: int, end_us: int, step_us: in
             why = list(reasons)
             if book.negative:
                 why.append("negative_level")
-            if base.cut_ts is not None and overlaps(lossy, *sorted((base.cut_ts, t))):
+            if base.cut_ts is not None and overlaps(lossy, *needed(
+                    Cut(base.cut_ts, base.cut == "time", base.cut or "time"), t)):
                 why.append("coverage_gap")
             yield RebuiltBook(ticker, t, book.levels("yes"), book.levels("no"), tuple(why),
                               base.snapshot_ts, base.snapshot_source, base.snapshot_gatherer,

@@ -194,7 +194,16 @@ BEGIN
     IF neg THEN
         why := why || 'negative_level'::text;
     END IF;
-    IF book_lossy_windows(p_ticker) && int8range(lo, hi, '[]') THEN
+    -- the times whose deltas the answer depends on beyond the snapshot (deltas stamped at a
+    -- time cut are in the snapshot; at a position cut's millisecond some may follow it)
+    IF p_at >= t_cut THEN
+        lo := CASE WHEN by_time THEN t_cut + 1 ELSE t_cut END;
+        hi := p_at;
+    ELSE
+        lo := p_at + 1;
+        hi := t_cut;
+    END IF;
+    IF lo <= hi AND book_lossy_windows(p_ticker) && int8range(lo, hi, '[]') THEN
         why := why || 'coverage_gap'::text;
     END IF;
     RETURN QUERY SELECT p_ticker, p_at, y, n, cardinality(why) > 0, why, base.snapshot_ts,

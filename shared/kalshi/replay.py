@@ -48,6 +48,7 @@ __all__ = [
     "intersect",
     "lossy_windows",
     "merge",
+    "needed",
     "order_key",
     "overlaps",
     "plain_replay",
@@ -252,6 +253,15 @@ def span(cut: Cut, at_us: int) -> tuple[int, int]:
     return min(cut.ts, at_us), max(cut.ts, at_us)
 
 
+def needed(cut: Cut, at_us: int) -> tuple[int, int]:
+    """The exchange times (inclusive) whose deltas the book at ``at_us`` depends on beyond the
+    snapshot: after the cut up to the instant, or after the instant up to the cut. Deltas stamped
+    at a time cut are in the snapshot; at a position cut's millisecond some may follow it."""
+    if at_us >= cut.ts:
+        return (cut.ts + 1 if cut.by_time else cut.ts), at_us
+    return at_us + 1, cut.ts
+
+
 def rebuild(ticker: str, snap: StoredSnapshot, cut: Cut, deltas: Iterable[StoredDelta], at_us: int,
             reasons: Sequence[str] = (), lossy: Sequence[Interval] = ()) -> RebuiltBook:
     """The book of ``ticker`` at ``at_us`` from ``snap`` and its ``cut``.
@@ -272,8 +282,7 @@ def rebuild(ticker: str, snap: StoredSnapshot, cut: Cut, deltas: Iterable[Stored
     why = list(reasons)
     if book.negative:
         why.append("negative_level")
-    lo, hi = span(cut, at_us)
-    if overlaps(lossy, lo, hi):
+    if overlaps(lossy, *needed(cut, at_us)):
         why.append("coverage_gap")
     return RebuiltBook(ticker, at_us, book.levels("yes"), book.levels("no"), tuple(why),
                        snap.snapshot_ts, snap.source, snap.gatherer_id,
@@ -338,7 +347,8 @@ def lossy_windows(per_gatherer: Mapping[str, Sequence[Interval]], fleet: Iterabl
 
 
 def overlaps(windows: Sequence[Interval], lo: int, hi: int) -> bool:
-    return any(a <= hi and (b is None or b >= lo) for a, b in windows)
+    """Whether a window meets [lo, hi] (False for an empty range, lo > hi)."""
+    return lo <= hi and any(a <= hi and (b is None or b >= lo) for a, b in windows)
 
 
 # ---------------------------------------------------------------------------------------------
