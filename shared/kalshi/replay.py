@@ -231,8 +231,8 @@ class RebuiltBook:
         """The same book keeping only the ``n`` best levels of each side (None = all)."""
         if n is None:
             return self
-        return _replace(self, yes=self.yes[len(self.yes) - n:] if n else (),
-                        no=self.no[len(self.no) - n:] if n else ())
+        return _replace(self, yes=self.yes[max(len(self.yes) - n, 0):] if n else (),
+                        no=self.no[max(len(self.no) - n, 0):] if n else ())
 
     def as_dict(self) -> dict[str, Any]:
         return {"ticker": self.ticker, "at_us": self.at_us, "yes": [list(x) for x in self.yes],

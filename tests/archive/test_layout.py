@@ -13,7 +13,14 @@ import boto3
 import psycopg
 import pyarrow.parquet as pq
 
-from kalshi_data.archive import MANIFEST_NAME, TABLES, ExportOptions, S3Store, export_day, import_day
+from kalshi_data.archive import (
+    MANIFEST_NAME,
+    TABLES,
+    ExportOptions,
+    S3Store,
+    export_day,
+    import_day,
+)
 from kalshi_data.archive.export import day_prefix, legacy_day_prefix
 from shared.pgcluster import PgCluster
 from tests.archive._data import DAY, fill

@@ -261,3 +261,9 @@ def test_sql_and_python_rebuild_agree_and_match_a_plain_replay(prod: Prod) -> No
     # not vacuous: most books were exact, and the uncertain path was taken too
     assert stats["certain"] >= stats["examples"] // 3 and stats["uncertain"] > 0, stats
     print(f"rebuild property test: {stats}")
+
+
+def test_depth_keeps_the_best_levels_of_each_side() -> None:
+    b = RebuiltBook("T", 0, ((1000, 1), (2000, 2), (3000, 3)), ((4000, 4),))
+    assert (b.depth(2).yes, b.depth(2).no) == (((2000, 2), (3000, 3)), ((4000, 4),))
+    assert b.depth(None) is b and b.depth(0).yes == () and b.best("yes") == (3000, 3)
