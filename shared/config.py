@@ -84,7 +84,7 @@ def _fetch_aws_secret(name: str) -> str:
 class Secret:
     """A secret value with a printable source and no printable value."""
 
-    __slots__ = ("_fetch", "_lock", "_source", "_value")
+    __slots__ = ("_source", "_value", "_fetch", "_lock")
 
     def __init__(self, source: str, value: str | None = None, fetch: SecretFetcher | None = None) -> None:
         self._source = source
