@@ -45,6 +45,7 @@ class SimProduction:
     markets: dict[str, MarketRow]
     lost: tuple[int, int] = (0, 0)  # [a, b] µs: both gatherers' orderbook sockets down
     stats: dict[str, int] = field(default_factory=dict)
+    truth_path: str | None = None  # the simulator's JSONL truth log of the run
 
     def truth_book(self, ticker: str, at_us: int) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
         """The exchange's book of ``ticker`` after every delta stamped at or before ``at_us``."""
@@ -68,10 +69,11 @@ def _rest_all(client: httpx.Client, path: str, key: str) -> list[dict[str, Any]]
             return out
 
 
-def build(dsn: str, minutes: int = 10, seed: int = 7) -> SimProduction:
-    """Run the simulator and load production at ``dsn`` (a fresh, migrated database)."""
+def build(dsn: str, minutes: int = 10, seed: int = 7, truth_path: str | None = None) -> SimProduction:
+    """Run the simulator and load production at ``dsn`` (a fresh, migrated database); the
+    simulator's truth log goes to ``truth_path`` when given."""
     cfg = SimConfig(preset="tiny", profile="fp2026", seed=seed, clock_speed=0.0, start_ms=START_MS,
-                    tier=None, anon_tier=None)
+                    tier=None, anon_tier=None, truth_path=truth_path)
     st = SimThread(cfg)
     sim = st.start()
     try:
@@ -100,7 +102,7 @@ def build(dsn: str, minutes: int = 10, seed: int = 7) -> SimProduction:
     prod = SimProduction(dsn, start_us, end_us, {t: (dict(y), dict(n)) for t, (y, n) in book0.items()},
                          dict(by_market), [(t.trade_id, t.ticker, t.ts_us // 1000 * 1000, t.yes_price, t.qty,
                                             t.taker_side) for t in trades],
-                         {m.ticker: m for m in markets}, lost)  # type: ignore[union-attr]
+                         {m.ticker: m for m in markets}, lost, truth_path=truth_path)  # type: ignore[union-attr]
     with psycopg.connect(dsn, autocommit=True) as conn:
         _load_reference(conn, series, events, markets)
         _load_trades(conn, trades)
