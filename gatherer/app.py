@@ -221,7 +221,7 @@ class GathererApp:
         assert self.router is not None
         while True:
             await asyncio.sleep(1.0)
-            self.router.expire_holds()
+            self.router.expire_holds(_now_us())
             await self.router.drain()
 
     async def _delayed(self, coro: Coroutine[Any, Any, Any], delay: float) -> Any:

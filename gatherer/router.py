@@ -98,10 +98,10 @@ FLUSH_EVERY = 1024
 FLUSH_INTERVAL_S = 1.0
 
 # A snapshot waits this long (receive clock) for the market's next delta before it is written as
-# 'quiet'; the production rebuild treats a quiet snapshot as exact only when no delta of the
-# market lies within 3 s of it (migrations/production/003_book_rebuild.sql), so the hold must
-# exceed that window plus delivery delay.
-HOLD_US = 10_000_000
+# 'quiet'. The production rebuild places a quiet snapshot at its own time only when no delta of
+# the market lies within 3 s of it (migrations/production/003_book_rebuild.sql), so a longer hold
+# only delays the row; 5 s catches the next delta of any market that trades every few seconds.
+HOLD_US = 5_000_000
 # Only a frame delivered at most this long after its exchange time ends a hold as 'quiet': a
 # frame read late (backpressure, a stalled socket) says nothing about what the exchange sent.
 PROMPT_US = 2_000_000
@@ -178,7 +178,7 @@ class _Market:
 
 
 class _Conn:
-    __slots__ = ("conn_id", "decoder", "dups", "gaps", "holds", "role", "sids")
+    __slots__ = ("busy", "conn_id", "decoder", "dups", "gaps", "holds", "role", "sids")
 
     def __init__(self, conn_id: str, role: str, decoder: Decoder, metrics: GathererMetrics) -> None:
         self.conn_id = conn_id
@@ -190,6 +190,7 @@ class _Conn:
         # (received_at_us, monotonic time, ticker, row) of snapshots held on this connection,
         # oldest first; an entry whose row was written meanwhile is skipped
         self.holds: deque[tuple[int, float, str, SnapshotRow]] = deque()
+        self.busy = False  # inside route(): a frame of this socket is being handled
 
 
 class Router:
@@ -264,6 +265,13 @@ class Router:
         Raises KeyError if ``conn_id`` was never attached.
         """
         conn = self._conns[conn_id]
+        conn.busy = True
+        try:
+            return await self._route(conn, raw, received_at_us)
+        finally:
+            conn.busy = False
+
+    async def _route(self, conn: _Conn, raw: bytes | str, received_at_us: int) -> Sequence[ControlEvent]:
         control: list[ControlEvent] | None = None
         ex_ts: int | None = None  # exchange time of the frame's last delta (hold promptness)
         for ev in conn.decoder.feed(raw, received_at_us):
@@ -544,9 +552,15 @@ class Router:
             if m is not None and any(h is row for h in m.held):
                 self._release(m, [row], "quiet")
 
-    def expire_holds(self) -> None:
-        """Write (place unknown) every snapshot held longer than MAX_HOLD_S. Call about once a
-        second, then ``drain``."""
+    def expire_holds(self, now_us: int | None = None) -> None:
+        """Call about once a second, then ``drain``. With ``now_us`` (wall clock, the receive
+        clock's): on a socket that is idle (no frame being handled: everything it received has
+        been routed), snapshots held HOLD_US with no delta since are written as 'quiet'. Then
+        every snapshot held longer than MAX_HOLD_S is written with its place unknown."""
+        if now_us is not None:
+            for conn in self._conns.values():
+                if conn.holds and not conn.busy:
+                    self._quiet(conn, now_us)
         limit = self._clock() - MAX_HOLD_S
         for conn in self._conns.values():
             holds = conn.holds

@@ -47,11 +47,13 @@ BATCH = 20_000
 _cursor_ids = itertools.count()
 
 _DELTA_COLS = "exchange_ts, side, price, delta, occurrence, ts_rank"
+# production keeps each gatherer's snapshots (gatherer_id); a gatherer's own database has no
+# such column, and the same rebuild reads it (tests rebuild a gatherer's books this way)
 _SNAP_SQL = (
-    "SELECT snapshot_ts, source, gatherer_id, yes_levels, no_levels, cut_kind, cut_ts, cut_side, "
+    "SELECT snapshot_ts, source, {gid}, yes_levels, no_levels, cut_kind, cut_ts, cut_side, "
     "cut_price, cut_delta, cut_occurrence FROM orderbook_snapshots "
     "WHERE ticker = %s AND source <> 'rest' AND snapshot_ts <= %s "
-    "ORDER BY snapshot_ts DESC, gatherer_id, source LIMIT %s")
+    "ORDER BY snapshot_ts DESC, {gid}, source LIMIT %s")
 
 
 def _levels(raw: Any) -> tuple[tuple[int, int], ...]:
@@ -93,9 +95,13 @@ def stream_deltas(conn: Conn, ticker: str, lo: int, hi: int) -> Iterator[StoredD
 
 
 def market_lossy_windows(conn: Conn, ticker: str) -> list[Interval]:
-    """book_lossy_windows(ticker) computed in Python from coverage_events (the same rules)."""
-    fleet = [g for (g,) in conn.execute(
-        "SELECT DISTINCT gatherer_id FROM sync_cursors WHERE table_name = 'orderbook_deltas'").fetchall()]
+    """book_lossy_windows(ticker) computed in Python from coverage_events (the same rules). On a
+    gatherer's own database (no sync_cursors) the fleet is that gatherer."""
+    fleet: list[str] = []
+    row = conn.execute("SELECT to_regclass('sync_cursors') IS NOT NULL").fetchone()
+    if row and row[0]:
+        fleet = [g for (g,) in conn.execute(
+            "SELECT DISTINCT gatherer_id FROM sync_cursors WHERE table_name = 'orderbook_deltas'").fetchall()]
     if not fleet:
         fleet = [g for (g,) in conn.execute("SELECT DISTINCT gatherer_id FROM coverage_events").fetchall()]
     per: dict[str, list[Interval]] = {}
@@ -109,7 +115,9 @@ def market_lossy_windows(conn: Conn, ticker: str) -> list[Interval]:
 
 def _candidates(conn: Conn, ticker: str, at_us: int, quiet_us: int
                 ) -> Iterator[tuple[StoredSnapshot, list[StoredDelta]]]:
-    for r in conn.execute(_SNAP_SQL, (ticker, at_us, MAX_CANDIDATES)).fetchall():
+    row = conn.execute("SELECT to_regclass('gatherer_meta') IS NULL").fetchone()
+    gid = "gatherer_id" if row and row[0] else "NULL::text"
+    for r in conn.execute(_SNAP_SQL.format(gid=gid), (ticker, at_us, MAX_CANDIDATES)).fetchall():
         snap = _snapshot(r)
         lo, hi = near_range(snap, quiet_us)
         yield snap, deltas_between(conn, ticker, lo, hi)

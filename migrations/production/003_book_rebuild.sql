@@ -55,6 +55,14 @@ ALTER TABLE orderbook_snapshots
 COMMENT ON COLUMN orderbook_snapshots.cut_kind IS
     'Where the snapshot sits in its market''s delta stream: ''last'' = the cut_* delta is the last it includes, ''next'' = the first it does not, ''quiet'' = no delta followed for a while, NULL = unknown.';
 
+-- Times for people: every time column is µs since the epoch (data-model.md); these two convert.
+--   SELECT count(*) FROM trades WHERE exchange_ts >= to_us('2026-11-24') AND exchange_ts < to_us('2026-11-25');
+--   SELECT from_us(exchange_ts), yes_price FROM trades ORDER BY exchange_ts DESC LIMIT 5;
+CREATE OR REPLACE FUNCTION to_us(t TIMESTAMPTZ) RETURNS BIGINT
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT (extract(epoch FROM t) * 1000000)::bigint $$;
+CREATE OR REPLACE FUNCTION from_us(us BIGINT) RETURNS TIMESTAMPTZ
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT to_timestamp(us / 1000000.0) $$;
+
 -- Windows (µs) in which no gatherer's orderbook stream for p_ticker was intact: the intersection,
 -- over the fleet (gatherers with an orderbook_deltas cursor; without cursors, those with coverage
 -- rows), of each gatherer's book-relevant coverage windows for the market or its whole

@@ -482,3 +482,14 @@ async def test_held_snapshots_are_written_on_expiry_detach_and_stop() -> None:
     await rig.router.drain()
     assert rig.router.held_snapshots == 0 and len(rig.snapshots) == 8
     assert all(s.cut_kind is None for s in rig.snapshots)
+
+
+async def test_an_idle_socket_ends_holds_as_quiet_on_the_wall_clock() -> None:
+    from gatherer.router import HOLD_US
+
+    rig = Rig()
+    await ob_conn(rig)
+    rig.router.expire_holds(RX + HOLD_US - 1)
+    assert rig.router.held_snapshots == 2  # not yet
+    rig.router.expire_holds(RX + HOLD_US)  # nothing arrived for HOLD_US on an idle socket
+    assert [(s.ticker, s.cut_kind) for s in rig.snapshots] == [(T1, "quiet"), (T2, "quiet")]
