@@ -39,7 +39,6 @@ from shared.kalshi.replay import (
     no_snapshot,
     overlaps,
     rebuild,
-    span,
 )
 
 Conn = psycopg.Connection[Any]
@@ -78,20 +77,35 @@ def deltas_between(conn: Conn, ticker: str, lo: int, hi: int) -> list[StoredDelt
     return [_delta(r) for r in rows]
 
 
-def stream_deltas(conn: Conn, ticker: str, lo: int, hi: int) -> Iterator[StoredDelta]:
-    """The market's deltas with lo <= exchange_ts <= hi in the total order, in batches from a
-    server-side cursor (needs a connection not in autocommit-free use by anyone else)."""
+def _moves(conn: Conn, ticker: str, cut: Cut, at_us: int) -> list[StoredDelta]:
+    """What ``rebuild`` needs to go from the snapshot to ``at_us``: the cut's own millisecond row
+    by row, and every whole millisecond strictly between the cut and the instant pre-summed per
+    (side, price) by the database (order-free), stamped so ``Cut.includes`` classifies them."""
+    out = deltas_between(conn, ticker, cut.ts, cut.ts)
+    if at_us >= cut.ts:
+        lo, hi, stamp = cut.ts, at_us + 1, at_us  # after the cut, up to the instant: added
+    else:
+        lo, hi, stamp = at_us, cut.ts, at_us + 1  # before the cut, after the instant: taken off
+    for side, price, total, n in conn.execute(
+            "SELECT side, price, sum(delta)::bigint, count(*) FROM orderbook_deltas WHERE ticker = %s "
+            "AND exchange_ts > %s AND exchange_ts < %s GROUP BY 1, 2", (ticker, lo, hi)).fetchall():
+        out.append(StoredDelta(stamp, side, int(price), int(total), count=int(n)))
+    return out
+
+
+def stream_deltas(conn: Conn, ticker: str, lo: int, hi: int) -> Iterator[tuple[int, str, int, int]]:
+    """(exchange_ts, side, price, delta) of the market's deltas with lo <= exchange_ts <= hi in
+    the total order, in batches from a server-side cursor."""
     with conn.transaction(), conn.cursor(name=f"kalshi_books_{next(_cursor_ids)}") as cur:
         cur.itersize = BATCH
-        cur.execute(f"SELECT {_DELTA_COLS} FROM orderbook_deltas WHERE ticker = %s "
+        cur.execute("SELECT exchange_ts, side, price, delta FROM orderbook_deltas WHERE ticker = %s "
                     "AND exchange_ts BETWEEN %s AND %s ORDER BY exchange_ts, ts_rank NULLS LAST, side, "
                     "price, delta, occurrence", (ticker, lo, hi))
         while True:
             rows = cur.fetchmany(BATCH)
             if not rows:
                 return
-            for r in rows:
-                yield _delta(r)
+            yield from rows
 
 
 def market_lossy_windows(conn: Conn, ticker: str) -> list[Interval]:
@@ -131,9 +145,8 @@ def book_at(conn: Conn, ticker: str, at_us: int, *, quiet_us: int = QUIET_US,
     if chosen is None:
         return no_snapshot(ticker, at_us)
     snap, cut, reasons = chosen
-    lo, hi = span(cut, at_us)
     windows = market_lossy_windows(conn, ticker) if lossy is None else lossy
-    return rebuild(ticker, snap, cut, stream_deltas(conn, ticker, lo, hi), at_us, reasons, windows)
+    return rebuild(ticker, snap, cut, _moves(conn, ticker, cut, at_us), at_us, reasons, windows)
 
 
 def instants(start_us: int, end_us: int, step_us: int) -> list[int]:
@@ -165,11 +178,11 @@ def book_series(conn: Conn, ticker: str, start_us: int, end_us: int, step_us: in
     prev = times[0]
     pending = 0
     stream = stream_deltas(conn, ticker, times[0] + 1, times[-1])
-    nxt: StoredDelta | None = next(stream, None)
+    nxt = next(stream, None)
     for t in times[1:]:
         applied = 0
-        while nxt is not None and nxt.exchange_ts <= t:
-            book.add(nxt.side, nxt.price, nxt.delta)
+        while nxt is not None and nxt[0] <= t:
+            book.add(nxt[1], nxt[2], nxt[3])
             applied += 1
             nxt = next(stream, None)
         pending += applied

@@ -164,40 +164,50 @@ BEGIN
         why := why || 'snapshot_place_unknown'::text;
     END IF;
 
-    lo := least(t_cut, p_at);
-    hi := greatest(t_cut, p_at);
-    WITH d AS (
-        SELECT x.side, x.price, x.delta, x.exchange_ts,
-               CASE WHEN by_time THEN x.exchange_ts <= t_cut
-                    WHEN x.exchange_ts <> t_cut THEN x.exchange_ts < t_cut
-                    WHEN (x.side, x.price, x.delta, x.occurrence)
-                         = (base.cut_side, base.cut_price, base.cut_delta, base.cut_occurrence) THEN incl_b
-                    ELSE x.ts_rank < b_rank
-               END AS incl
+    -- Whole milliseconds on one side of the cut need no order: summed in one range scan, added
+    -- when after the cut (up to the instant), subtracted when before it (after the instant).
+    -- Only the cut's own millisecond is classified delta by delta.
+    IF p_at >= t_cut THEN
+        lo := t_cut;
+        hi := p_at + 1;
+    ELSE
+        lo := p_at;
+        hi := t_cut;
+    END IF;
+    WITH moves AS (
+        SELECT x.side, x.price, CASE WHEN p_at >= t_cut THEN x.delta ELSE -x.delta END AS v
           FROM orderbook_deltas x
-         WHERE x.ticker = p_ticker AND x.exchange_ts BETWEEN lo AND hi
-    ), moves AS (
-        SELECT d.side, d.price, CASE WHEN d.incl THEN -d.delta ELSE d.delta END AS v
-          FROM d WHERE (d.incl AND d.exchange_ts > p_at) OR (NOT d.incl AND d.exchange_ts <= p_at)
-    ), lv AS (
-        SELECT l.side, l.price, sum(l.v)::bigint AS size FROM (
-            SELECT 'yes' AS side, (e->>0)::int AS price, (e->>1)::bigint AS v
+         WHERE x.ticker = p_ticker AND x.exchange_ts > lo AND x.exchange_ts < hi
+        UNION ALL
+        SELECT c.side, c.price, CASE WHEN c.incl THEN -c.delta ELSE c.delta END
+          FROM (SELECT x.side, x.price, x.delta, x.exchange_ts,
+                       CASE WHEN by_time THEN true
+                            WHEN (x.side, x.price, x.delta, x.occurrence)
+                                 = (base.cut_side, base.cut_price, base.cut_delta, base.cut_occurrence) THEN incl_b
+                            ELSE x.ts_rank < b_rank
+                       END AS incl
+                  FROM orderbook_deltas x
+                 WHERE x.ticker = p_ticker AND x.exchange_ts = t_cut) c
+         WHERE (c.incl AND c.exchange_ts > p_at) OR (NOT c.incl AND c.exchange_ts <= p_at)
+    ), agg AS (
+        SELECT l.side, l.price, sum(l.v)::bigint AS size, sum(l.n)::bigint AS n FROM (
+            SELECT 'yes' AS side, (e->>0)::int AS price, (e->>1)::bigint AS v, 0 AS n
               FROM jsonb_array_elements(base.yes_levels) e WHERE (e->>1)::bigint > 0
             UNION ALL
-            SELECT 'no', (e->>0)::int, (e->>1)::bigint
+            SELECT 'no', (e->>0)::int, (e->>1)::bigint, 0
               FROM jsonb_array_elements(base.no_levels) e WHERE (e->>1)::bigint > 0
             UNION ALL
-            SELECT m.side, m.price, m.v FROM moves m) l
-         GROUP BY l.side, l.price HAVING sum(l.v) <> 0
+            SELECT m.side, m.price, m.v, 1 FROM moves m) l
+         GROUP BY l.side, l.price
     )
-    SELECT coalesce(jsonb_agg(jsonb_build_array(lv.price, lv.size) ORDER BY lv.price)
-                        FILTER (WHERE lv.side = 'yes'), '[]'::jsonb),
-           coalesce(jsonb_agg(jsonb_build_array(lv.price, lv.size) ORDER BY lv.price)
-                        FILTER (WHERE lv.side = 'no'), '[]'::jsonb),
-           coalesce(bool_or(lv.size < 0), false),
-           (SELECT count(*) FROM moves)
+    SELECT coalesce(jsonb_agg(jsonb_build_array(agg.price, agg.size) ORDER BY agg.price)
+                        FILTER (WHERE agg.side = 'yes' AND agg.size <> 0), '[]'::jsonb),
+           coalesce(jsonb_agg(jsonb_build_array(agg.price, agg.size) ORDER BY agg.price)
+                        FILTER (WHERE agg.side = 'no' AND agg.size <> 0), '[]'::jsonb),
+           coalesce(bool_or(agg.size < 0), false),
+           coalesce(sum(agg.n), 0)::bigint
       INTO y, n, neg, moved
-      FROM lv;
+      FROM agg;
 
     IF neg THEN
         why := why || 'negative_level'::text;

@@ -71,7 +71,9 @@ Interval = tuple[int, int | None]  # [start, end] µs; end None = still open
 
 @dataclass(frozen=True, slots=True)
 class StoredDelta:
-    """One ``orderbook_deltas`` row of a market, as the rebuild needs it."""
+    """One ``orderbook_deltas`` row of a market, as the rebuild needs it; or, with ``count`` > 1,
+    the sum of ``count`` rows of one (side, price) that all lie on the same side of a cut and of
+    the instant (sums are order-free, so the I/O side may pre-sum whole milliseconds)."""
 
     exchange_ts: int
     side: str
@@ -79,6 +81,7 @@ class StoredDelta:
     delta: int
     occurrence: int = 0
     ts_rank: int | None = None
+    count: int = 1
 
     @property
     def ident(self) -> DeltaKey:
@@ -275,10 +278,10 @@ def rebuild(ticker: str, snap: StoredSnapshot, cut: Cut, deltas: Iterable[Stored
         inc = cut.includes(d)
         if inc and d.exchange_ts > at_us:
             book.add(d.side, d.price, -d.delta)
-            n += 1
+            n += d.count
         elif not inc and d.exchange_ts <= at_us:
             book.add(d.side, d.price, d.delta)
-            n += 1
+            n += d.count
     why = list(reasons)
     if book.negative:
         why.append("negative_level")
