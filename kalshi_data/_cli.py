@@ -43,3 +43,15 @@ def parse_duration(text: str) -> int:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def error_exit(prog: str, exc: BaseException) -> int:
+    """One line on stderr for an expected failure (bad argument, unreachable or failing
+    database); returns the exit code 2."""
+    import sys
+
+    import psycopg
+
+    why = f"cannot read the database: {first_line(exc)}" if isinstance(exc, psycopg.Error) else first_line(exc)
+    print(f"{prog}: {why}", file=sys.stderr)
+    return 2

@@ -29,7 +29,7 @@ import orjson
 import psycopg
 
 from kalshi_data import progress
-from kalshi_data._cli import add_db_flags, dsn_from_args, first_line, parse_duration
+from kalshi_data._cli import add_db_flags, dsn_from_args, error_exit, parse_duration
 from kalshi_data.books import book_at, book_series, instants
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.output import open_sink
@@ -129,12 +129,8 @@ def run(args: argparse.Namespace) -> int:
             if series:
                 return _series(conn, args, fmt, start, end, step)
             book = book_at(conn, args.ticker, at).depth(args.depth)
-    except (FleetError, ValueError, OSError) as exc:
-        print(f"{PROG}: {first_line(exc)}", file=sys.stderr)
-        return 2
-    except psycopg.Error as exc:
-        print(f"{PROG}: cannot read the database: {first_line(exc)}", file=sys.stderr)
-        return 2
+    except (FleetError, ValueError, OSError, psycopg.Error) as exc:
+        return error_exit(PROG, exc)
     if book.reasons == ("no_snapshot",):
         print(f"{PROG}: {args.ticker}: no snapshot at or before {fmt_us(book.at_us)} "
               "(unknown ticker, or before the fleet first saw its book)", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 import psycopg
 
 from kalshi_data import progress
-from kalshi_data._cli import add_db_flags, dsn_from_args, first_line
+from kalshi_data._cli import add_db_flags, dsn_from_args, error_exit
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.output import FORMATS, open_sink
 from kalshi_data.verify import fmt_us, now_us, parse_time
@@ -93,12 +93,8 @@ def run(args: argparse.Namespace) -> int:
                 while rows := cur.fetchmany(BATCH):
                     sink.write([(r[0], r[1], r[2], fmt_us(r[2]), *r[3:]) for r in rows])
                     bar.advance(len(rows))
-    except (FleetError, ValueError, OSError) as exc:
-        print(f"{PROG}: {first_line(exc)}", file=sys.stderr)
-        return 2
-    except psycopg.Error as exc:
-        print(f"{PROG}: cannot read the database: {first_line(exc)}", file=sys.stderr)
-        return 2
+    except (FleetError, ValueError, OSError, psycopg.Error) as exc:
+        return error_exit(PROG, exc)
     print(f"{PROG}: {sink.rows:,} trade(s) from {fmt_us(start)} to {fmt_us(end)}"
           + (f" -> {args.output}" if args.output else ""), file=sys.stderr)
     return 0

@@ -29,7 +29,7 @@ The rules (why: data-model.md hardening 6 and issue 19):
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .models import Level
@@ -358,24 +358,10 @@ def overlaps(windows: Sequence[Interval], lo: int, hi: int) -> bool:
 # The plain replay: a known starting book and every delta in order (the simulator's truth,
 # the property tests' reference)
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class PlainBook:
-    yes: dict[int, int] = field(default_factory=dict)
-    no: dict[int, int] = field(default_factory=dict)
-
-    def levels(self, side: str) -> tuple[Level, ...]:
-        return tuple(sorted((p, s) for p, s in (self.yes if side == "yes" else self.no).items() if s))
-
-
 def plain_replay(yes: Mapping[int, int], no: Mapping[int, int],
-                 deltas: Iterable[tuple[str, int, int]]) -> PlainBook:
+                 deltas: Iterable[tuple[str, int, int]]) -> SumBook:
     """``yes``/``no`` then every (side, price, delta) in order, levels at zero removed."""
-    book = PlainBook({p: s for p, s in yes.items() if s}, {p: s for p, s in no.items() if s})
+    book = SumBook(yes.items(), no.items())
     for side, price, delta in deltas:
-        levels = book.yes if side == "yes" else book.no
-        v = levels.get(price, 0) + delta
-        if v:
-            levels[price] = v
-        else:
-            levels.pop(price, None)
+        book.add(side, price, delta)
     return book

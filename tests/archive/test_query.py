@@ -19,11 +19,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from kalshi_data.__main__ import main
-from kalshi_data.archive import TABLES, ExportOptions, S3Location, S3Store, export_day
+from kalshi_data.archive import TABLES, ExportOptions, S3Store, export_day
 from kalshi_data.archive.days import day_range_us
 from kalshi_data.archive.export import day_prefix
 from shared.pgcluster import PgCluster
 from tests.archive._data import DAY, fill
+from tests.archive.conftest import moto_bucket
 from tests.fix_db import fresh_database
 
 DAYS = (DAY, DAY + timedelta(days=1))
@@ -39,13 +40,7 @@ class Archived:
 def archived(pg_cluster: PgCluster, s3_endpoint: str) -> Iterator[Archived]:
     """Two days of every table exported once for the whole module (moto S3, fake credentials
     found by the standard chain)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="query-archive")
-        store = S3Store(S3Location(bucket="query-archive", endpoint_url=s3_endpoint))
+    with moto_bucket(s3_endpoint, "query-archive") as store:
         dsn = fresh_database(pg_cluster, "production", prefix="query")
         fill(dsn)
         fill(dsn, day=DAYS[1], n=60, seed=3)

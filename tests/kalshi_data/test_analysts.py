@@ -15,14 +15,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pyarrow.parquet as pq
 import pytest
 
 from kalshi_data.__main__ import main
-from kalshi_data.archive import TABLES, ExportOptions, S3Location, S3Store, export_day
-from tests.archive.conftest import s3_endpoint  # noqa: F401 - the session's moto server
+from kalshi_data.archive import TABLES, ExportOptions, export_day
+from tests.archive.conftest import (
+    fake_aws,
+    moto_bucket,
+    s3_endpoint,  # noqa: F401 - the session's moto server
+)
 from tests.fix_db import role_dsn
 from tests.kalshi_data.simdata import US, SimProduction
 
@@ -63,13 +66,7 @@ def command(block: str, env: dict[str, str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def archive(sim_production: SimProduction, s3_endpoint: str) -> Iterator[str]:  # noqa: F811
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-            mp.setenv(k, v)
-        mp.delenv("AWS_PROFILE", raising=False)
-        boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="analysts-archive")
-        store = S3Store(S3Location(bucket="analysts-archive", endpoint_url=s3_endpoint))
+    with moto_bucket(s3_endpoint, "analysts-archive") as store:
         with psycopg.connect(sim_production.dsn, autocommit=True) as conn:
             for spec in TABLES.values():
                 export_day(conn, store, spec, datetime.fromisoformat(DAY).date(), ExportOptions(allow_empty=True))
@@ -80,9 +77,7 @@ def test_every_question_of_the_document_is_answered_right(
         sim_production: SimProduction, archive: str, s3_endpoint: str,  # noqa: F811
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     p = sim_production
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-        monkeypatch.setenv(k, v)
+    fake_aws(monkeypatch)
     monkeypatch.chdir(tmp_path)
     at = p.start_us + 200 * US + 500_000  # 20:30:00.5Z, before the lost window
     # a busy market still open then, with bids on both sides

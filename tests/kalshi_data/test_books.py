@@ -5,8 +5,8 @@ real simulator run that includes a window where both gatherers' orderbook socket
 from __future__ import annotations
 
 from tests.acceptance._books import compare_books
-from tests.kalshi_data.simdata import SimProduction
 from tests.fix_db import role_dsn
+from tests.kalshi_data.simdata import SimProduction
 
 
 def test_random_instants_match_the_truth_or_are_flagged(sim_production: SimProduction) -> None:
