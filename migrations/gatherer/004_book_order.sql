@@ -23,7 +23,9 @@ COMMENT ON COLUMN orderbook_deltas.ts_rank IS
     'Position of this delta among its market''s deltas with the same exchange_ts, in the exchange''s order (0-based); NULL when this gatherer could not see the whole millisecond.';
 
 ALTER TABLE orderbook_snapshots
-    ADD COLUMN IF NOT EXISTS cut_kind TEXT CHECK (cut_kind IN ('last', 'next', 'quiet')),
+    -- no CHECK here: TimescaleDB refuses new constraints on hypertables with compression enabled;
+    -- the router writes only these values and production's column checks them on merge
+    ADD COLUMN IF NOT EXISTS cut_kind TEXT,
     ADD COLUMN IF NOT EXISTS cut_ts BIGINT,
     ADD COLUMN IF NOT EXISTS cut_side TEXT,
     ADD COLUMN IF NOT EXISTS cut_price INTEGER,
