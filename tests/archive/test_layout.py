@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import psycopg
 import pyarrow.parquet as pq
+import pytest
 
 from kalshi_data.archive import (
     MANIFEST_NAME,
@@ -94,3 +95,21 @@ def test_a_schema_version_1_day_imports_with_the_new_columns_null(
         want = src.execute("SELECT count(*) FROM orderbook_deltas WHERE exchange_ts >= %s AND exchange_ts < %s",
                            (doc["range_us"][0], doc["range_us"][1])).fetchone()
     assert r.rows == doc["row_count"] and want is not None and got == (want[0], 0)
+
+
+def test_export_and_import_draw_progress_only_when_asked_or_on_a_terminal(
+        production_dsn: str, pg_cluster: PgCluster, store: S3Store, s3_endpoint: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from kalshi_data.__main__ import main
+
+    fill(production_dsn)
+    common = ["--bucket", store.bucket, "--endpoint-url", s3_endpoint, "--table", "trades", "--table", "tickers",
+              "--day", DAY.isoformat()]
+    assert main(["export", "--dsn", production_dsn, *common, "--no-wait-for-sync"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("exported ") == 2 and err == ""  # not a terminal: no bar, journals stay clean
+    target = fresh_database(pg_cluster, "production", prefix="restore")
+    assert main(["import", "--dsn", target, *common, "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("imported ") == 2
+    assert "import" in err and "table-days" in err and "rows/s" in err and "ETA" in err
