@@ -45,9 +45,9 @@ import psycopg
 import pytest
 
 from kalshi_data.fleet import Fleet, find_leftovers, make_plan
-from tests.acceptance._books import compare_books
 from kalshi_data.verify import Report, Unrecovered, _coverage, read_truth
 from shared.config import Environment
+from tests.acceptance._books import compare_books
 
 KALSHI_DATA = [str(Path(sys.executable).parent / "kalshi-data")]
 if not Path(KALSHI_DATA[0]).exists():
