@@ -221,7 +221,8 @@ _TRADE_COLS = _cols(
     "received_at",
 )
 _DELTA_COLS = _cols(
-    "ticker", "exchange_ts", "side", "price", "delta", "occurrence", "seq", "sid", "received_at"
+    "ticker", "exchange_ts", "side", "price", "delta", "occurrence", "seq", "sid", "received_at",
+    "ts_rank",
 )
 _SNAP_COLS = _cols(
     "ticker",
@@ -233,6 +234,12 @@ _SNAP_COLS = _cols(
     "last_delta_ts",
     "last_delta_occurrence",
     "received_at",
+    "cut_kind",
+    "cut_ts",
+    "cut_side",
+    "cut_price",
+    "cut_delta",
+    "cut_occurrence",
 )
 _TICKER_COLS = _cols(
     "ticker",
@@ -334,8 +341,12 @@ _I2 = 2**15
 
 
 def _deltas_fit(rows: Sequence[Row]) -> bool:
-    # price int4, occurrence int2; a non-integer raises TypeError -> staging route
-    return all(-_I4 <= r[3] < _I4 and -_I2 <= r[5] < _I2 for r in rows)
+    # price int4, occurrence and ts_rank int2 (ts_rank may be None); a non-integer raises
+    # TypeError -> staging route
+    return all(
+        -_I4 <= r[3] < _I4 and -_I2 <= r[5] < _I2 and (r[9] is None or -_I2 <= r[9] < _I2)
+        for r in rows
+    )
 
 
 def _trades_fit(rows: Sequence[Row]) -> bool:
@@ -368,7 +379,7 @@ _DELTAS_DIRECT = DirectCopy(
         DirectTarget(
             "orderbook_deltas",
             _DELTA_COLS,
-            ("text", "int8", "text", "int4", "int8", "int2", "int8", "int8", "int8"),
+            ("text", "int8", "text", "int4", "int8", "int2", "int8", "int8", "int8", "int2"),
         ),
     ),
     _deltas_fit,
@@ -428,14 +439,14 @@ SPECS: dict[str, TableSpec] = {
     "orderbook_deltas": TableSpec(
         "orderbook_deltas",
         _DELTA_COLS,
-        (_T, _I, _T, _I, _I, _I, _I, _I, _I),
+        (_T, _I, _T, _I, _I, _I, _I, _I, _I, _I),
         _plain_insert("orderbook_deltas", _DELTA_COLS),
         direct=_DELTAS_DIRECT,
     ),
     "orderbook_snapshots": TableSpec(
         "orderbook_snapshots",
         _SNAP_COLS,
-        (_T, _I, _T, _T, _T, _I, _I, _I, _I),
+        (_T, _I, _T, _T, _T, _I, _I, _I, _I, _T, _I, _T, _I, _I, _I),
         _plain_insert(
             "orderbook_snapshots", _SNAP_COLS, {"yes_levels": "jsonb", "no_levels": "jsonb"}
         ),

@@ -45,7 +45,7 @@ from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
 from gatherer.retention import Retention
 from gatherer.router import BackfillRequest, ResyncRequest, Router
-from gatherer.writer import PgSink, Writer, make_writers
+from gatherer.writer import PgSink, Writer, WriterClosed, make_writers
 from shared import db
 from shared.errors import StorageError
 from shared.http import HttpServer, start_servers
@@ -175,6 +175,7 @@ class GathererApp:
         router_writers["trades"] = TradeTap(self.writers["trades"], self.exclock)  # type: ignore[assignment]
         self.router = Router(router_writers, m, resync_q=resync_q, backfill_q=backfill_q,
                              lifecycle_q=lifecycle_q, profile_hint=profile)
+        self._spawn(self._router_holds(), "router-holds")
         self._spawn(self.registry.run_lifecycle(lifecycle_q), "registry-lifecycle")
         self._spawn(self.registry.run_timers(), "registry-timers")
         self._spawn(self.registry.run_dirty_fetch(), "registry-dirty")
@@ -216,6 +217,15 @@ class GathererApp:
         self.started = True
         log.info("gatherer %s running: %d connections, %d open markets", cfg.gatherer_id,
                  len(self.conns.conns), self.registry.active_count)
+
+    async def _router_holds(self) -> None:
+        """Snapshots held for their place in the stream are written within the router's bound
+        even when no frame arrives (gatherer/router.py)."""
+        assert self.router is not None
+        while True:
+            await asyncio.sleep(1.0)
+            self.router.expire_holds(_now_us())
+            await self.router.drain()
 
     async def _delayed(self, coro: Coroutine[Any, Any, Any], delay: float) -> Any:
         try:
@@ -354,6 +364,12 @@ class GathererApp:
         self._tasks.clear()
         if self.router is not None:
             self.router.flush_metrics()
+            self.router.release_all()
+            with contextlib.suppress(WriterClosed, TimeoutError):
+                await asyncio.wait_for(self.router.drain(), self.cfg.writer.flush_deadline_s)
+            if self.router.undrained_snapshots:
+                log.error("%d orderbook snapshots could not be handed to the writer before stopping",
+                          self.router.undrained_snapshots)
         left = 0
         if self.writers:
             results = await asyncio.gather(

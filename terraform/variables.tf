@@ -253,3 +253,23 @@ variable "prometheus_retention" {
     error_message = "prometheus_retention must be a Prometheus duration such as 30d."
   }
 }
+
+# --- Glue catalog over the archive (glue.tf) -----------------------------------------------------
+
+variable "glue_catalog" {
+  description = "Create a Glue Data Catalog database and tables (partition projection on date) over the Parquet archive, so Athena can query it (terraform/glue.tf)."
+  type        = bool
+  default     = false
+}
+
+variable "glue_archive_prefix" {
+  description = "Key prefix of the archive inside the bucket; must equal archive.prefix of the kalshi-data export config."
+  type        = string
+  default     = ""
+}
+
+variable "glue_projection_start" {
+  description = "First day (YYYY-MM-DD) the Glue tables' date projection covers."
+  type        = string
+  default     = "2026-01-01"
+}

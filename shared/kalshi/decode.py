@@ -375,7 +375,7 @@ class Decoder:
             return self._reject(out or [], exc, raw, sid, msg, "orderbook_delta", rx)
         if self.profile is None:
             self._note_profile(msg)  # type: ignore[arg-type]
-        row = _new(DeltaRow, (ticker, ts, side, price, delta, 0, seq, sid, rx))
+        row = _new(DeltaRow, (ticker, ts, side, price, delta, 0, seq, sid, rx, None))
         if out is None:
             return [row]
         out.append(row)
