@@ -45,6 +45,8 @@ STATUS_CODES: dict[str, int] = {
     "closed": 4, "determined": 5, "disputed": 6, "amended": 7, "finalized": 8, "settled": 8,
 }
 _INITIALIZED, _ACTIVE, _INACTIVE = 1, 2, 3
+#: status filters /events accepts (kalshi-protocol.md §3.2); /markets also takes "paused"
+_EVENT_STATUSES = frozenset(("unopened", "open", "closed", "settled"))
 _IDX_BITS = 24  # heap entries pack (when_s << 24 | idx): 16M markets
 _IDX_MASK = (1 << _IDX_BITS) - 1
 _NEVER = 0
@@ -261,6 +263,8 @@ class MarketRegistry:
             except RestError as exc:
                 log.warning("series listing failed (%s); continuing with events and markets", exc)
             for status in self._cfg.statuses:
+                if status not in _EVENT_STATUSES:  # /events rejects e.g. "paused" (HTTP 400)
+                    continue
                 async for page in self._rest.paginate("/events", {"status": status}, "events",
                                                       limit=min(200, self._cfg.page_limit)):
                     await self._ingest_events(page)
