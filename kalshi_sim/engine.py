@@ -21,7 +21,7 @@ import heapq
 import random
 from typing import Any, NamedTuple
 
-from .catalog import HOT_SHARE, ONE_DOLLAR, Catalog, MarketStatic, tick_at
+from .catalog import HOT_SHARE, ONE_DOLLAR, Catalog, MarketStatic, tick_at, uuid4_text
 
 RECENT_SHARE = 0.15  # share of activity on the newest markets (fresh listings trade most)
 RECENT_MARKETS = 50
@@ -30,9 +30,6 @@ ADD_TICKS = (-4, -3, -2, -1, -1, 0, 0, 0, 1)  # new order vs own best bid, in ti
 # Hot-path events are built with tuple.__new__(Cls, fields): what a NamedTuple's generated
 # __new__ does, minus one Python-level call per event.
 _new = tuple.__new__
-# uuid.UUID(int=..., version=4): clear the variant and version fields, then set them.
-_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
-_UUID4_SET = (0x8000 << 48) | (4 << 76)
 
 
 class Delta(NamedTuple):
@@ -144,12 +141,6 @@ class MarketState:
         # minute end (s) -> [p_o, p_h, p_l, p_c, p_sum, p_n, vol, oi, yb_o, yb_h, yb_l, yb_c,
         #                    ya_o, ya_h, ya_l, ya_c]
         self.candles: dict[int, list[int | None]] = {}
-
-
-def uuid4_text(bits: int) -> str:
-    """``str(uuid.UUID(int=bits, version=4))`` without building a UUID object."""
-    h = f"{(bits & _UUID4_CLEAR) | _UUID4_SET:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _set_best(s: MarketState, yes_side: bool) -> None:
@@ -327,13 +318,12 @@ class Engine:
                     return s
                 continue
             span = dormant.get(i)
-            if span is not None and not span[0] <= now < span[1]:
-                continue
-            st = cat.static(i)  # status of an untouched market needs no book
-            if st.open_ms <= now < st.close_ms:
+            if span is None:
+                span = cat.window(i)  # status of an untouched market needs its times only
+            if span[0] <= now < span[1]:
                 dormant.pop(i, None)
-                return self.state(i, st)
-            dormant[i] = (st.open_ms, st.close_ms)
+                return self.state(i)
+            dormant[i] = span
         return None
 
     # --- activity -------------------------------------------------------------------------
@@ -358,7 +348,7 @@ class Engine:
         size = int(1.0 / (1.0 - rnd()) ** PARETO_EXP * 5) * 100 + 100
         if s.st.fractional and rnd() < 0.3:
             size += 1 + int(rnd() * 99)
-        return size if size < 5_000_000 else 5_000_000
+        return size if size < 5_000_000 else 5_000_000  # noqa: FURB136 - no call per order
 
     def _add(self, s: MarketState, ts_us: int, out: list[Event]) -> bool:
         """Rest a new order; True when it moved a side's best bid (price or size)."""

@@ -53,3 +53,29 @@ async def test_default_full_sync_knows_the_markets_that_open_after_start(
     reg.tick()
     got = [reg.changes.get_nowait() for _ in range(reg.changes.qsize())]
     assert sorted(got, key=lambda c: c.ticker) == [MarketChange(t, True) for t in sorted(unopened)]
+
+
+async def test_pages_are_fetched_ahead_in_order_and_errors_reach_the_consumer() -> None:
+    # full_sync ingests page k while page k+1 is already requested (the server's work overlaps
+    # ours); a failing request still fails the sync.
+    import asyncio
+
+    import pytest
+
+    from gatherer.markets import _prefetched
+
+    log: list[tuple[str, int]] = []
+
+    async def pages() -> Any:
+        for k in range(3):
+            log.append(("fetched", k))
+            yield [{"k": k}]
+        raise RuntimeError("page 3 failed")
+
+    with pytest.raises(RuntimeError, match="page 3 failed"):
+        async for page in _prefetched(pages()):
+            for _ in range(3):
+                await asyncio.sleep(0)  # ingesting: the next request goes out meanwhile
+            log.append(("ingested", page[0]["k"]))
+    assert log.index(("fetched", 1)) < log.index(("ingested", 0))
+    assert [k for what, k in log if what == "ingested"] == [0, 1, 2]
