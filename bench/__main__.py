@@ -33,7 +33,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "simulator": (False, True, 240),
     "e2e": (True, False, 300),
     "e2e_uvloop": (True, False, 300),
-    "stacks": (False, True, 300),
+    "stacks": (False, True, 420),
     "dedup": (True, False, 300),
     "registry": (False, False, 300),
     "recovery": (True, False, 300),

@@ -68,8 +68,9 @@ class RawPipeline:
         for i, params in enumerate(subs):
             headers = Simulator.auth_headers(self.sim.key_id, self.sim.key_file.read_text(),
                                              "GET", "/trade-api/ws/v2")
+            # a busy simulator may take seconds to answer (it sends 20,000 snapshots at once)
             ws = await connect(self.sim.ws_url, max_size=None, compression=None,
-                               additional_headers=headers)
+                               additional_headers=headers, open_timeout=120)
             await ws.send(orjson.dumps({"id": i + 1, "cmd": "subscribe", "params": params}))
             self._ws.append(ws)
             self._tasks.append(asyncio.create_task(self._reader(ws)))

@@ -95,10 +95,10 @@ async def _client(kind: str, url: str, warm: float, measure: float) -> dict[str,
 async def _receive(ctx: Context, stream: list[bytes]) -> dict[str, list[Sample]]:
     runner, port = await _blast_server(stream)
     url = f"ws://127.0.0.1:{port}/ws"
-    warm, measure = (1.0, 2.0) if ctx.quick else (1.0, 4.0)
+    warm, measure = (1.0, 2.0) if ctx.quick else (1.0, 3.0)
     out: dict[str, list[Sample]] = {k: [] for k in CLIENTS}
     try:
-        for rep in range(min(ctx.reps, 3) + 1):
+        for rep in range(min(ctx.reps, 2) + 1):
             for kind in CLIENTS:
                 r = await _client(kind, url, warm, measure)
                 if rep:
