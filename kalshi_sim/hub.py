@@ -99,11 +99,14 @@ class Hub:
         """
         _, seq_tpl, noseq_tpl = tpl
         limit = self.conf.ws_max_buffer
+        faults = self.faults
         n = 0
         for sub in tuple(subs):  # a copy: error 25 removes the sub from its index
             if not sub.alive:
                 continue
             sess = sub.session
+            if faults.muted and faults.is_muted(sub.channel, sess.key_id):
+                continue
             out = sess.out
             if len(out) >= limit:
                 self._overflow(sub)

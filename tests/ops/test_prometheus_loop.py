@@ -167,6 +167,9 @@ class Loop:
         self.outcomes = {name: Outcome(name, e.fault) for name, e in EXPECT.items()}
         self.lock = threading.Lock()
         self.client = httpx.Client(timeout=10)
+        # set once production_outage has restarted production: exports read production, and the
+        # archive chain runs alongside that outage
+        self.production_back = threading.Event()
 
     # --- Prometheus ---------------------------------------------------------------------------
     def query(self, expr: str) -> list[dict[str, Any]]:
@@ -256,6 +259,7 @@ class Loop:
             return None
 
     def export(self, *args: str) -> subprocess.CompletedProcess[str]:
+        assert self.production_back.wait(300), "production never came back from production_outage"
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
         env.pop("AWS_PROFILE", None)
@@ -296,8 +300,11 @@ def production_outage(lp: Loop) -> None:
     cluster = lp.fleet.clusters.cluster("production")
     t0 = time.time()
     cluster.stop()
-    lp.fired("ProductionRDSUnreachable", t0)
-    cluster.start()
+    try:
+        lp.fired("ProductionRDSUnreachable", t0)
+    finally:
+        cluster.start()
+        lp.production_back.set()
     t_rec = time.time()
     lp.resolved("ProductionRDSUnreachable", t_rec)
 
