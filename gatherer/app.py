@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import time
@@ -86,6 +87,8 @@ class GathererApp:
 
     def __init__(self, cfg: GathererConfig, registry: CollectorRegistry | None = None, *,
                  process_metrics: bool = False) -> None:
+        # kalshi.api_key_secret: the key id is inside the secret (SecretError names it if not)
+        cfg = dataclasses.replace(cfg, kalshi=cfg.kalshi.with_api_key())
         self.cfg = cfg
         self.prom = registry if registry is not None else CollectorRegistry()
         if process_metrics:
