@@ -3,10 +3,15 @@
 #
 #   promtool         checks and unit-tests alerts/*.yml, parses dashboard PromQL
 #   systemd-analyze  verifies systemd/*.service and *.timer
-#   terraform        `terraform fmt -check` on terraform/ (see below: not installable here)
+#   ShellCheck       lints the bootstrap scripts of the hosts (terraform/host-files/bootstrap/)
+#   aws, jq, curl    run docs/runbook.md's commands against the rehearsal fleet (the Debian
+#                    packages cloud-init installs on the hosts: awscli, jq, curl)
+#   faketime         libfaketime: the rehearsal's "yesterday" (tests/ops/_rehearsal.py)
+#   terraform        `terraform fmt -check` and the offline render of terraform/host-files
+#                    (see below: not installable here)
 #
 # Idempotent and quick when everything is present (a few `command -v` calls).
-# Exit status: 0 when promtool and systemd-analyze are available afterwards, 1 otherwise.
+# Exit status: 0 when every tool but terraform is available afterwards, 1 otherwise.
 # terraform is reported but never fatal here: the test that needs it fails loudly by itself.
 #
 # promtool comes from Debian's `prometheus` package, but we do NOT `apt-get install` it: that
@@ -77,6 +82,23 @@ ensure_systemd_analyze() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
 }
 
+# Debian packages whose command is all we need: install the missing ones in one apt-get run.
+ensure_debian_tools() {
+    local missing=() pkg cmd
+    for pair in shellcheck:shellcheck aws:awscli jq:jq curl:curl faketime:faketime; do
+        cmd="${pair%%:*}" pkg="${pair##*:}"
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing and apt-get unavailable: ${missing[*]} (install them onto PATH)"
+        return 1
+    fi
+    log "apt-get install ${missing[*]}"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 check_terraform() {
     if command -v terraform >/dev/null 2>&1; then return 0; fi
     # HashiCorp's binary is distributed from its own release site, which is neither Debian, PyPI
@@ -87,9 +109,10 @@ check_terraform() {
 
 ensure_promtool || status=1
 ensure_systemd_analyze || status=1
+ensure_debian_tools || status=1
 check_terraform
 
-for t in promtool systemd-analyze; do
+for t in promtool systemd-analyze shellcheck aws jq curl faketime; do
     command -v "$t" >/dev/null 2>&1 || { log "MISSING: $t"; status=1; }
 done
 exit "$status"

@@ -96,7 +96,11 @@ def _fetch_aws_secret(name: str, endpoint_url: str | None = None) -> str:
     try:
         import boto3  # imported lazily: most processes never touch AWS
         from botocore.exceptions import (
-            BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError, NoRegionError,
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            NoRegionError,
         )
     except ImportError as exc:  # pragma: no cover - boto3 is a dependency
         raise SecretError(name, f"boto3 unavailable: {exc}") from None

@@ -95,7 +95,7 @@ def write_root(workdir: Path, overrides: dict[str, str] | None = None) -> Path:
     leftover = re.findall(r"\b(?:aws_\w+|data|random_\w+|module)\.[\w.\[\]*]+", block)
     assert not leftover, f"hosts.tf passes cloud attributes without a stand-in: {leftover}"
     for arg, expr in (overrides or {}).items():
-        block, n = re.subn(rf"(?m)^(\s*{arg}\s*=\s*).*$", lambda m: m.group(1) + expr, block)
+        block, n = re.subn(rf"(?m)^(\s*{arg}\s*=\s*).*$", lambda m, e=expr: m.group(1) + e, block)
         assert n == 1, f"no module argument {arg}"
     locals_used = set(re.findall(r"\blocal\.(\w+)", block))
     (root / "stand_ins.tf.json").write_text(json.dumps({"locals": _literal_locals(locals_used)}))

@@ -23,7 +23,7 @@ from gatherer.config import GathererConfig
 from kalshi_data.archive.config import ArchiveConfig
 from shared.config import Environment, parse_config
 
-from ._host_files import RenderError, Rendered, render, user_data_files
+from ._host_files import Rendered, RenderError, render, user_data_files
 from ._tools import REPO, require_tool, run
 from .test_terraform import load_all
 
@@ -73,7 +73,7 @@ def test_three_gatherers_and_a_deduplicator_get_every_file(host_files: Rendered)
         for path, content in files.items():
             if path.startswith("/etc/systemd/system/"):
                 assert content == (UNITS / Path(path).name).read_text(), path
-            assert "${" not in content or path.startswith("/etc/systemd/") or path.startswith("/usr/"), path
+            assert "${" not in content or path.startswith(("/etc/systemd/", "/usr/")), path
             assert content.endswith("\n"), path
 
 
@@ -125,7 +125,7 @@ def test_env_files_give_the_units_what_they_read(host_files: Rendered) -> None:
     for files in host_files.hosts().values():
         for path, content in files.items():
             if path.endswith(".service"):
-                for ref in re.findall(r"^EnvironmentFile=-?(\S+)$", content, re.M):
+                for ref in re.findall(r"^EnvironmentFile=-?(\S+)$", content, re.MULTILINE):
                     assert ref in files, f"{Path(path).name} reads {ref}, which the host never gets"
                 for ref in re.findall(r"--config (\S+)", content):
                     assert ref in files, f"{Path(path).name} reads {ref}, which the host never gets"
@@ -167,7 +167,7 @@ def test_every_secret_named_exists_and_the_host_may_read_it(host_files: Rendered
 def test_nothing_secret_is_written(host_files: Rendered) -> None:
     for files in host_files.hosts().values():
         for path, content in files.items():
-            assert not re.search(r"(?i)^\s*(password|token|private_key|api_key)\s*[:=]", content, re.M), path
+            assert not re.search(r"(?i)^\s*(password|token|private_key|api_key)\s*[:=]", content, re.MULTILINE), path
             assert "BEGIN" not in content or path.startswith("/usr/local/sbin/"), path
 
 

@@ -84,7 +84,7 @@ def _source(*names: str) -> str:
     ("ws error types", lambda: set(re.findall(r'ws_client_errors_total\.labels\(type="(\w+)"\)',
                                               _source("gatherer/connection.py")))
      | set(re.findall(r'^\s+return "(\w+)"$', _source("gatherer/connection.py").split("def _error_kind")[1],
-                      re.M)), M.WS_ERROR_TYPES),
+                      re.MULTILINE)), M.WS_ERROR_TYPES),
     ("REST endpoints", lambda: set(re.findall(r'"(/[a-z][a-z_/{}]*)"', _source(
         "gatherer/rest.py", "gatherer/markets.py", "gatherer/poller.py", "gatherer/backfill.py",
         "gatherer/app.py"))), M.REST_ENDPOINTS),
