@@ -205,7 +205,7 @@ def set_env(text: str, edits: Mapping[str, tuple[str, str]]) -> str:
 # ------------------------------------------------------------------------------------------------
 # The fleet
 # ------------------------------------------------------------------------------------------------
-def _tls_pair(dest: Path) -> tuple[bytes, bytes]:
+def _tls_pair() -> tuple[bytes, bytes]:
     """A self-signed certificate for 127.0.0.1, as the hosts' PostgreSQL and RDS serve TLS."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -256,7 +256,17 @@ class Rehearsal:
         self.sim_port = free_port()
         self.sim_control_port = free_port()
         self.timings: dict[str, float] = {}
-        self._tls = _tls_pair(workdir)
+        self._tls = _tls_pair()
+        self.bucket = ""
+        # what the run found, for the checks (tests/ops/test_rehearsal.py)
+        self.day = ""  # yesterday, UTC, YYYY-MM-DD
+        self.today_us = 0  # when the fleet started again "today"
+        self.health_yesterday: dict[str, str] = {}
+        self.rows_yesterday: dict[str, dict[str, int]] = {}
+        self.stop_notes: list[str] = []
+        self.health: dict[str, str] = {}
+        self.merged: dict[str, int] = {}
+        self.export: list[subprocess.CompletedProcess[str]] = []
 
     # --- secrets -----------------------------------------------------------------------------
     def aws_env(self) -> dict[str, str]:

@@ -108,47 +108,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, host_files: Rendered, moto_e
         print(f"rehearsal: stopped ({'; '.join(notes) or 'cleanly'})")
 
 
-# --- the wheel ------------------------------------------------------------------------------------
-def test_wheel_holds_what_a_host_needs_and_nothing_else(install: concurrent.futures.Future[tuple[Path, Path]]) -> None:
-    wheel, _venv = install.result()
-    with zipfile.ZipFile(wheel) as z:
-        names = z.namelist()
-        tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
-        assert tops == {"shared", "gatherer", "deduplicator", "kalshi_data", "kalshi_sim", "migrations"}, tops
-        for sql_file in sorted((REPO / "migrations").rglob("*.sql")):
-            rel = sql_file.relative_to(REPO).as_posix()
-            assert rel in names, f"{rel} is not in the wheel"
-            assert z.read(rel) == sql_file.read_bytes(), rel
-        entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        scripts = set(re.findall(r"^([\w-]+) = ", z.read(entry).decode(), re.MULTILINE))
-    assert scripts == set(CONSOLE_SCRIPTS)
-
-
-def test_console_scripts_work_from_an_empty_directory(install: concurrent.futures.Future[tuple[Path, Path]],
-                                                      tmp_path: Path) -> None:
-    _wheel, venv = install.result()
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
-    runs = [[s, "--help"] for s in CONSOLE_SCRIPTS] + [["kalshi-data", c, "--help"] for c in KALSHI_DATA_COMMANDS]
-    for argv in runs:
-        res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
-        assert res.returncode == 0 and "usage:" in res.stdout, f"{argv}: {res.stdout}{res.stderr}"
-    assert list(tmp_path.iterdir()) == [], "a command wrote into the working directory"
-
-
-def test_an_installation_without_migrations_says_so(install: concurrent.futures.Future[tuple[Path, Path]],
-                                                    tmp_path: Path) -> None:
-    """A wheel whose package data went missing: the migrations package without its .sql files."""
-    _wheel, venv = install.result()
-    (tmp_path / "migrations").mkdir()
-    (tmp_path / "migrations" / "__init__.py").write_text("")
-    res = subprocess.run([str(venv / "bin" / "kalshi-data"), "migrate", "--target", "gatherer", "--dsn",
-                          "host=127.0.0.1 port=1 dbname=x"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}, timeout=120, check=False)
-    assert res.returncode == 1
-    assert res.stderr.strip() == ("kalshi-data migrate: migration migrations: not installed with this kalshi-data "
-                                  "(no migrations package data next to shared/); reinstall from a complete wheel")
-
-
 # --- the deployment -------------------------------------------------------------------------------
 def test_migrators_applied_the_wheels_migrations(fleet: Rehearsal) -> None:
     for name in HOSTS:
@@ -210,6 +169,47 @@ def test_no_process_ever_stopped_on_a_config_or_secret_error(fleet: Rehearsal) -
             text = journal.read_text()
             assert not re.search(r"config error|secret \S+:|Traceback", text), f"{journal}:\n{text[-2000:]}"
     assert not fleet.stop_notes, fleet.stop_notes
+
+
+# --- the wheel (installed in the background while the fleet fixture starts) -------------------
+def test_wheel_holds_what_a_host_needs_and_nothing_else(install: concurrent.futures.Future[tuple[Path, Path]]) -> None:
+    wheel, _venv = install.result()
+    with zipfile.ZipFile(wheel) as z:
+        names = z.namelist()
+        tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+        assert tops == {"shared", "gatherer", "deduplicator", "kalshi_data", "kalshi_sim", "migrations"}, tops
+        for sql_file in sorted((REPO / "migrations").rglob("*.sql")):
+            rel = sql_file.relative_to(REPO).as_posix()
+            assert rel in names, f"{rel} is not in the wheel"
+            assert z.read(rel) == sql_file.read_bytes(), rel
+        entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        scripts = set(re.findall(r"^([\w-]+) = ", z.read(entry).decode(), re.MULTILINE))
+    assert scripts == set(CONSOLE_SCRIPTS)
+
+
+def test_console_scripts_work_from_an_empty_directory(install: concurrent.futures.Future[tuple[Path, Path]],
+                                                      tmp_path: Path) -> None:
+    _wheel, venv = install.result()
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    runs = [[s, "--help"] for s in CONSOLE_SCRIPTS] + [["kalshi-data", c, "--help"] for c in KALSHI_DATA_COMMANDS]
+    for argv in runs:
+        res = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert res.returncode == 0 and "usage:" in res.stdout, f"{argv}: {res.stdout}{res.stderr}"
+    assert list(tmp_path.iterdir()) == [], "a command wrote into the working directory"
+
+
+def test_an_installation_without_migrations_says_so(install: concurrent.futures.Future[tuple[Path, Path]],
+                                                    tmp_path: Path) -> None:
+    """A wheel whose package data went missing: the migrations package without its .sql files."""
+    _wheel, venv = install.result()
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "__init__.py").write_text("")
+    res = subprocess.run([str(venv / "bin" / "kalshi-data"), "migrate", "--target", "gatherer", "--dsn",
+                          "host=127.0.0.1 port=1 dbname=x"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path)}, timeout=120, check=False)
+    assert res.returncode == 1
+    assert res.stderr.strip() == ("kalshi-data migrate: migration migrations: not installed with this kalshi-data "
+                                  "(no migrations package data next to shared/); reinstall from a complete wheel")
 
 
 # --- docs/runbook.md against the fleet ---------------------------------------------------------
