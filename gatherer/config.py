@@ -144,7 +144,9 @@ class BackfillConfig:
 class RegistryConfig:
     reconcile_interval_s: PositiveFloat = 300.0
     page_limit: Annotated[int, Range(1, 1000)] = 1000
-    statuses: tuple[str, ...] = ("open",)
+    # "unopened" too: Kalshi announces no initialized -> active transition, so a market listed
+    # before we start and opening after is only known (and its open_time scheduled) if loaded here
+    statuses: tuple[str, ...] = ("open", "unopened")
     exchange_status_interval_s: PositiveFloat = 30.0
     # keep a market subscribed this long past its REST close_time (whole seconds upstream)
     close_grace_s: Annotated[int, Range(0, 3600)] = 5

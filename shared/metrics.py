@@ -174,6 +174,10 @@ class GathererMetrics(DbPoolMetrics):
         self.writer_copy_fallbacks_total = Counter(
             "writer_copy_fallbacks_total", "Batches the database refused on the direct-COPY fast "
             "path (a duplicate or bad row), then written through staging", ["writer"], registry=r)
+        self.writer_batch_duplicates_total = Counter(
+            "writer_batch_duplicates_total", "Rows dropped before writing as repeats of an "
+            "earlier row of the same batch (trades: the same trade_id, e.g. from two trade "
+            "sockets)", ["writer"], registry=r)
         self.writer_queue_rows = Gauge(
             "writer_queue_rows", "Rows accepted but not yet committed", ["writer"], registry=r)
         self.writer_queue_max_rows = Gauge(
@@ -219,7 +223,7 @@ class GathererMetrics(DbPoolMetrics):
                 self.writer_errors_total.labels(writer=w, type=t)
             for family in (self.writer_inserts_total, self.writer_rejected_rows_total, self.writer_batch_size,
                            self.writer_flush_duration_seconds, self.writer_copy_fallbacks_total,
-                           self.writer_backpressure_seconds_total):
+                           self.writer_backpressure_seconds_total, self.writer_batch_duplicates_total):
                 family.labels(writer=w)
         for role in WS_ROLES:
             for family in (self.ws_client_messages_received_total, self.ws_client_bytes_received_total,

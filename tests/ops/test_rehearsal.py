@@ -144,10 +144,10 @@ def test_yesterday_is_in_the_bucket_with_its_manifest(fleet: Rehearsal) -> None:
     s3 = fleet._client("s3")
     lo = day_end_us(fleet.day) - 86_400_000_000
     for table in EXPORT_TABLES:
-        key = f"{table}/date={fleet.day}/_manifest.json"
+        key = f"table={table}/date={fleet.day}/_manifest.json"
         manifest = json.loads(s3.get_object(Bucket=fleet.bucket, Key=key)["Body"].read())
         assert manifest["table"] == table and manifest["day"] == fleet.day
-        parts = s3.list_objects_v2(Bucket=fleet.bucket, Prefix=f"{table}/date={fleet.day}/part-")
+        parts = s3.list_objects_v2(Bucket=fleet.bucket, Prefix=f"table={table}/date={fleet.day}/part-")
         assert len(parts.get("Contents", [])) == len(manifest["parts"])
         if table == "coverage_events":
             continue
