@@ -41,8 +41,9 @@ from ._rehearsal import (
 )
 from ._tools import REPO
 
-# The fleet fixture (build, install, two days of fleet, export) is part of the first test.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+# The fleet fixture (build, install, two days of fleet, export) is part of the first test; near
+# midnight UTC it first waits up to 22 minutes (_rehearsal.wait_out_midnight).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 
 CONSOLE_SCRIPTS = ("kalshi-data", "kalshi-sim", "kalshi-gatherer", "kalshi-deduplicator")
 KALSHI_DATA_COMMANDS = ("migrate", "config-check", "healthcheck", "export", "import", "demo", "verify", "gaps")
