@@ -1,5 +1,5 @@
 # The two commands a newcomer needs are `make demo` and `make test`; both set themselves up.
-.PHONY: setup test demo bench
+.PHONY: setup test demo bench rehearse
 
 setup:
 	./scripts/setup.sh
@@ -20,3 +20,9 @@ demo: setup
 bench: setup
 	.venv/bin/pip install -q -e ".[bench]"
 	.venv/bin/python -m bench $(ARGS)
+
+# The road to production on one machine (also part of `make test`): build the wheel, install it
+# into a fresh virtualenv, render terraform's host files, and boot a healthy fleet from them with
+# the units' own ExecStart lines; then every runnable block of docs/runbook.md runs against it.
+rehearse: setup
+	.venv/bin/pytest tests/ops/test_host_files.py tests/ops/test_rehearsal.py -v -s --durations=0

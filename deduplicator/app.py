@@ -68,6 +68,7 @@ class App:
         self.cfg = cfg
         self.registry = registry
         self.metrics = DeduplicatorMetrics(registry)
+        self.metrics.init_labels([g.id for g in cfg.gatherers], cfg.sync.tables)  # every known series at 0
         if process_metrics:
             add_process_collectors(registry)
         self._rng = rng or random.Random()

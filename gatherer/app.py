@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import time
@@ -44,12 +45,14 @@ from gatherer.poller import SnapshotPoller
 from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
 from gatherer.retention import Retention
+from gatherer.router import _ROUTED_TYPES as ROUTED_TYPES
 from gatherer.router import BackfillRequest, ResyncRequest, Router
-from gatherer.writer import PgSink, Writer, WriterClosed, make_writers
+from gatherer.writer import SPECS, PgSink, Writer, WriterClosed, make_writers
 from shared import db
 from shared.errors import StorageError
 from shared.http import HttpServer, start_servers
 from shared.kalshi.auth import KeyLoadError, load_private_key
+from shared.kalshi.decode import REJECT_REASONS
 from shared.kalshi.models import Lifecycle, Profile, Rejected, SeqGap
 from shared.kalshi.objects import snapshot_from_rest
 from shared.metrics import GathererMetrics, add_process_collectors
@@ -87,11 +90,15 @@ class GathererApp:
 
     def __init__(self, cfg: GathererConfig, registry: CollectorRegistry | None = None, *,
                  process_metrics: bool = False) -> None:
+        # kalshi.api_key_secret: the key id is inside the secret (SecretError names it if not)
+        cfg = dataclasses.replace(cfg, kalshi=cfg.kalshi.with_api_key())
         self.cfg = cfg
         self.prom = registry if registry is not None else CollectorRegistry()
         if process_metrics:
             add_process_collectors(self.prom)
         self.metrics = GathererMetrics(self.prom)
+        # every known series at 0 from the first scrape
+        self.metrics.init_labels(writers=tuple(SPECS), routed_types=ROUTED_TYPES, parse_reasons=REJECT_REASONS)
         self.metrics.gatherer_info.labels(gatherer_id=cfg.gatherer_id, version=version()).set(1)
         self.key = load_key(cfg)
         self.health = GathererHealth(cfg, version())

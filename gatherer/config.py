@@ -8,12 +8,13 @@ runs in minutes.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Annotated, Literal
 
 from shared.config import (
     DatabaseConfig, HttpEndpoint, LoggingConfig, Port, PositiveFloat, PositiveInt, Range, Secret,
 )
-from shared.errors import ConfigError
+from shared.errors import ConfigError, SecretError
 
 _HOSTS = {
     "prod": ("https://api.elections.kalshi.com/trade-api/v2", "wss://api.elections.kalshi.com/trade-api/ws/v2"),
@@ -23,11 +24,17 @@ _HOSTS = {
 
 @dataclasses.dataclass(frozen=True)
 class KalshiConfig:
-    """Which exchange to talk to and with which key. ``env: sim`` requires explicit URLs."""
+    """Which exchange to talk to and with which key. ``env: sim`` requires explicit URLs.
+
+    The key is either ``api_key`` (``api_key_secret`` / ``_file`` / ``_env``): ONE value holding
+    the key id and the PEM private key as JSON ``{"key_id": ..., "private_key_pem": ...}``, so a
+    key rotation is one secret update; or the pair ``api_key_id`` + ``private_key_*``.
+    """
 
     env: Literal["prod", "demo", "sim"] = "prod"
     rest_url: str | None = None
     ws_url: str | None = None
+    api_key: Secret | None = None
     api_key_id: str = ""
     private_key: Secret | None = None
     profile: Literal["auto", "fp2026", "legacy2025"] = "auto"
@@ -38,11 +45,29 @@ class KalshiConfig:
     def validate(self, path: str) -> None:
         if self.env == "sim" and (self.rest_url is None or self.ws_url is None):
             raise ConfigError(f"{path}.rest_url", "required when env is sim (with ws_url)")
+        if self.api_key is not None:
+            if self.api_key_id or self.private_key is not None:
+                raise ConfigError(f"{path}.api_key", "give either api_key_secret (key id and PEM in one "
+                                  "JSON secret) or api_key_id with private_key_*, not both")
+            return
         if not self.api_key_id:
             raise ConfigError(f"{path}.api_key_id", "required value missing")
         if self.private_key is None:
             raise ConfigError(f"{path}.private_key", "missing: give private_key_file, private_key_env "
                               "or private_key_secret")
+
+    def with_api_key(self) -> KalshiConfig:
+        """This config with ``api_key_id`` and ``private_key`` read from the ``api_key`` JSON
+        (fetching it if it is an AWS secret); unchanged when the pair is configured directly.
+
+        Raises ``SecretError`` naming the secret, never quoting its content, when the value is
+        not that JSON document.
+        """
+        if self.api_key is None:
+            return self
+        key_id, pem = parse_api_key(self.api_key.reveal(), self.api_key.source)
+        return dataclasses.replace(self, api_key=None, api_key_id=key_id,
+                                   private_key=Secret(f"{self.api_key.source}#private_key_pem", pem))
 
     @property
     def rest_base(self) -> str:
@@ -51,6 +76,23 @@ class KalshiConfig:
     @property
     def ws_base(self) -> str:
         return self.ws_url or _HOSTS[self.env][1]
+
+
+API_KEY_FORMAT = '{"key_id": "...", "private_key_pem": "-----BEGIN PRIVATE KEY-----..."}'
+
+
+def parse_api_key(text: str, source: str) -> tuple[str, str]:
+    """(key id, PEM) from the JSON the runbook has an operator store; errors name ``source`` only."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise SecretError(source, f"not JSON; expected {API_KEY_FORMAT}") from None
+    if not isinstance(doc, dict):
+        raise SecretError(source, f"not a JSON object; expected {API_KEY_FORMAT}")
+    missing = [k for k in ("key_id", "private_key_pem") if not isinstance(doc.get(k), str) or not doc[k].strip()]
+    if missing:
+        raise SecretError(source, f"{' and '.join(missing)} missing or empty; expected {API_KEY_FORMAT}")
+    return doc["key_id"].strip(), doc["private_key_pem"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,6 +173,12 @@ class WsConnection:
             return 0
         return len(self.sub.sent) if self.role == "orderbook" else 0
 
+    @property
+    def idle(self) -> bool:
+        """An orderbook socket that is connected but has no market to subscribe (fewer open
+        markets than sockets): nothing is missing, so it counts as healthy, not as down."""
+        return self.role == "orderbook" and self.open and not self.desired and not self.sub.sent
+
     async def get_snapshot(self, sid: int, tickers: Sequence[str]) -> bool:
         """``update_subscription`` ``get_snapshot`` for markets of subscription ``sid``."""
         if self.ws is None or self.sub.sid != sid:
@@ -689,7 +695,7 @@ class ConnectionManager:
         m.gatherer_websocket_connections.set(sum(1 for c in self.conns if c.open))
         for role in ROLES:
             m.conn_manager_connections_healthy.labels(role=role).set(
-                sum(1 for c in self.conns if c.role == role and c.healthy))
+                sum(1 for c in self.conns if c.role == role and (c.healthy or c.idle)))
         m.conn_manager_subscriptions_total.set(sum(1 for c in self.conns if c.sub.sid is not None))
         m.conn_manager_markets_total.set(len(self.planner.owner))
         m.gatherer_markets_active.set(self.subscribed_markets())
@@ -698,7 +704,7 @@ class ConnectionManager:
         return sum(c.subscribed_markets() for c in self.orderbook)
 
     def healthy_count(self) -> int:
-        return sum(1 for c in self.conns if c.healthy)
+        return sum(1 for c in self.conns if c.healthy or c.idle)
 
     def find(self, ticker: str) -> WsConnection | None:
         i = self.planner.owner.get(ticker)

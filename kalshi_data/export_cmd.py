@@ -2,7 +2,7 @@
 kalshi_data/archive/export.py for the layout and guarantees).
 
 Exit codes: 0 every table-day exported or already archived; 1 a failure (one line each on
-stderr); 2 bad flags or config; 75 (EX_TEMPFAIL) the deduplicator has not caught up past the
+stderr); 2 bad flags, config or secret; 75 (EX_TEMPFAIL) the deduplicator has not caught up past the
 day's end yet and nothing else failed — the systemd unit retries later.
 """
 
@@ -81,13 +81,13 @@ def run(args: argparse.Namespace) -> int:
     from kalshi_data.archive.errors import NotCaughtUp, error_type
     from kalshi_data.archive.export import ExportOptions, export_day
     from kalshi_data.archive.sync import check_caught_up
-    from shared.errors import ConfigError, KalshiDataError
+    from shared.errors import ConfigError, KalshiDataError, SecretError
     from shared.logging import setup_logging
     from shared.metrics import ArchiveMetrics
 
     try:
         s = _cli.resolve(args)
-    except (_cli.UsageError, ConfigError) as exc:
+    except (_cli.UsageError, ConfigError, SecretError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     setup_logging(s.config.logging)

@@ -2,7 +2,7 @@
 
 Each day is verified against its manifest (sizes, sha256, row counts) and merged with
 ``ON CONFLICT DO NOTHING`` in one transaction (see kalshi_data/archive/importer.py).
-Exit codes: 0 every day imported and checked; 1 a failure (one line each); 2 bad flags/config.
+Exit codes: 0 every day imported and checked; 1 a failure (one line each); 2 bad flags, config or secret.
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 def run(args: argparse.Namespace) -> int:
     from kalshi_data.archive import _cli
     from kalshi_data.archive.importer import import_day
-    from shared.errors import ConfigError, KalshiDataError
+    from shared.errors import ConfigError, KalshiDataError, SecretError
     from shared.logging import setup_logging
 
     try:
         s = _cli.resolve(args)
-    except (_cli.UsageError, ConfigError) as exc:
+    except (_cli.UsageError, ConfigError, SecretError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     setup_logging(s.config.logging)

@@ -3,7 +3,12 @@
 #
 #   promtool         checks and unit-tests alerts/*.yml, parses dashboard PromQL
 #   systemd-analyze  verifies systemd/*.service and *.timer
-#   terraform        `terraform fmt -check` on terraform/ (see below: not installable here)
+#   ShellCheck       lints the bootstrap scripts of the hosts (terraform/host-files/bootstrap/)
+#   aws, jq, curl    run docs/runbook.md's commands against the rehearsal fleet (the Debian
+#                    packages cloud-init installs on the hosts: awscli, jq, curl)
+#   faketime         libfaketime: the rehearsal's "yesterday" (tests/ops/_rehearsal.py)
+#   terraform        `terraform fmt -check` and the offline renders of terraform/host-files and
+#                    terraform/monitoring (see below: not installable here)
 #   prometheus, prometheus-alertmanager, amtool, prometheus-node-exporter
 #                    the monitoring stack `make demo` runs beside the fleet and
 #                    tests/ops/test_prometheus_loop.py fires every alert through (issue #17)
@@ -154,6 +159,23 @@ ensure_node_exporter() {
     unpack_deb_binaries prometheus-node-exporter prometheus-node-exporter
 }
 
+# Debian packages whose command is all we need: install the missing ones in one apt-get run.
+ensure_debian_tools() {
+    local missing=() pkg cmd
+    for pair in shellcheck:shellcheck aws:awscli jq:jq curl:curl faketime:faketime; do
+        cmd="${pair%%:*}" pkg="${pair##*:}"
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "missing and apt-get unavailable: ${missing[*]} (install them onto PATH)"
+        return 1
+    fi
+    log "apt-get install ${missing[*]}"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
 check_terraform() {
     if command -v terraform >/dev/null 2>&1; then return 0; fi
     # HashiCorp's binary is distributed from its own release site, which is neither Debian, PyPI
@@ -167,9 +189,10 @@ ensure_systemd_analyze || status=1
 ensure_prometheus_server || status=1
 ensure_alertmanager || status=1
 ensure_node_exporter || status=1
+ensure_debian_tools || status=1
 check_terraform
 
-for t in promtool systemd-analyze prometheus amtool; do
+for t in promtool systemd-analyze prometheus amtool shellcheck aws jq curl faketime; do
     command -v "$t" >/dev/null 2>&1 || { log "MISSING: $t"; status=1; }
 done
 exit "$status"

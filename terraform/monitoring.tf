@@ -86,7 +86,7 @@ resource "aws_secretsmanager_secret" "monitoring" {
 
   name                    = each.value
   description             = "kalshi-data monitoring: ${each.key}"
-  recovery_window_in_days = var.secret_recovery_window_days
+  recovery_window_in_days = local.secret_recovery_window
 }
 
 resource "random_password" "grafana_admin" {

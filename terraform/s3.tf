@@ -3,6 +3,9 @@
 
 resource "aws_s3_bucket" "archive" {
   bucket = "${local.name}-archive-${data.aws_caller_identity.current.account_id}"
+  # A versioned bucket with objects cannot be deleted; only a disposable environment's destroy
+  # empties it (every version) first. Production's archive outlives `terraform destroy`.
+  force_destroy = var.disposable
 }
 
 resource "aws_s3_bucket_ownership_controls" "archive" {

@@ -155,9 +155,13 @@ variable "postgres_major_version" {
 }
 
 variable "monitoring_cidrs" {
-  description = "CIDRs of the Prometheus/Grafana hosts allowed to reach /metrics (9090), /health (8080) and node exporter (9100)."
+  description = "CIDRs of the Prometheus/Grafana hosts allowed to reach /metrics (9090), /health (8080) and node exporter (9100). Required: without one, nothing can watch the fleet."
   type        = list(string)
-  default     = []
+
+  validation {
+    condition     = length(var.monitoring_cidrs) > 0
+    error_message = "monitoring_cidrs must list at least one CIDR (your Prometheus/Grafana hosts), or no one can reach /health and /metrics."
+  }
 
   validation {
     condition     = alltrue([for c in var.monitoring_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
@@ -174,12 +178,6 @@ variable "kalshi_env" {
     condition     = contains(["prod", "demo"], var.kalshi_env)
     error_message = "kalshi_env must be prod or demo."
   }
-}
-
-variable "kalshi_api_key_ids" {
-  description = "Kalshi API key ids, one per gatherer (not secret). The private keys go into the <project>/<environment>/kalshi-api-key-N secrets."
-  type        = list(string)
-  default     = []
 }
 
 variable "kalshi_data_package" {
@@ -210,6 +208,18 @@ variable "secret_recovery_window_days" {
   description = "Days a deleted secret can still be restored."
   type        = number
   default     = 7
+}
+
+variable "private_dns_zone" {
+  description = "Private Route 53 zone of the VPC: gatherer-1..N, deduplicator and production-rds resolve in it (and, through the DHCP search list, by their short names)."
+  type        = string
+  default     = "internal"
+}
+
+variable "disposable" {
+  description = "A throwaway environment (staging, a rehearsal): no RDS deletion protection or final snapshot, a bucket that `terraform destroy` empties, secrets deleted without a recovery window. Never set it on production."
+  type        = bool
+  default     = false
 }
 
 variable "tags" {

@@ -149,7 +149,7 @@ def test_example_config_documents_every_key(tmp_path: Any) -> None:
         if not dataclasses.is_dataclass(obj):
             continue
         for f in dataclasses.fields(obj):
-            if f.name not in ("private_key", "password", "token") and \
+            if f.name not in ("private_key", "password", "token", "api_key") and \
                     not re.search(rf"^\s*#?\s*{f.name}(_file)?:", text, re.MULTILINE):
                 missing.append(f"{section.name}.{f.name}")
     assert not missing, missing
