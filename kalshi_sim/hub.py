@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .catalog import ONE_DOLLAR
 from .config import SimConfig
 from .encode import Encoder, frame, noseq_template, seq_template
 from .engine import Delta, Engine, Event, EventLifecycle, Lifecycle, Ticker, Trade
@@ -46,6 +47,17 @@ class Hub:
     # --- lookups --------------------------------------------------------------------------
     def market_index(self, ticker: str) -> int | None:
         return self.engine.catalog.parse_market(ticker)
+
+    def is_mve(self, ticker: str) -> bool:
+        return self.engine.catalog.parse_mve(ticker) is not None
+
+    def market_status(self, i: int) -> str:
+        s = self.engine.states.get(i)
+        if s is not None:
+            return self.engine.status_of(s)
+        st = self.engine.catalog.static(i)
+        now = self.engine.now_ms
+        return "initialized" if now < st.open_ms else ("closed" if now >= st.close_ms else "active")
 
     def market_id(self, ticker: str) -> str:
         i = self.market_index(ticker)
@@ -122,7 +134,8 @@ class Hub:
         if i is None:
             return
         s = self.engine.view(i)
-        body = self.enc.snapshot_body(ticker, s.st.market_id, s.yes, s.no)
+        no = {ONE_DOLLAR - p: c for p, c in s.no.items()} if sub.yes_scale else s.no
+        body = self.enc.snapshot_body(ticker, s.st.market_id, s.yes, no)
         self.deliver(sub, "orderbook_snapshot", body, id_)
 
     def send_ticker(self, sub: Sub, ticker: str) -> None:
@@ -144,6 +157,7 @@ class Hub:
         tk_all = self.all_markets["ticker"]
         tr_all = self.all_markets["trade"]
         lc_all = self.all_markets["market_lifecycle_v2"]
+        no_ts_per_m = int(self.conf.delta_no_ts_share * 1_000_000)
         for ev in events:
             t = type(ev)
             if t is Delta:
@@ -154,9 +168,21 @@ class Hub:
                     self.truth.mark_withheld("delta", n)
                     continue
                 if subs:
-                    body = enc.delta_body(ev, states[ev.idx].st.market_id)  # type: ignore[union-attr,arg-type]
+                    mid = states[ev.idx].st.market_id  # type: ignore[union-attr]
+                    # knob delta_no_ts_share: a deterministic share of deltas carry no ts/ts_ms
+                    no_ts = bool(no_ts_per_m) and (n * 2_654_435_761) % 1_000_000 < no_ts_per_m
+                    if no_ts:
+                        f.count("delta_no_ts")
+                    body = enc.delta_body(ev, mid, no_ts)  # type: ignore[arg-type]
+                    body_y = None
                     for sub in tuple(subs):
-                        self.deliver(sub, "orderbook_delta", body)
+                        if sub.yes_scale and ev.side == "no":  # type: ignore[union-attr]
+                            if body_y is None:  # use_yes_price: NO price on the YES scale
+                                body_y = enc.delta_body(
+                                    ev._replace(price=ONE_DOLLAR - ev.price), mid, no_ts)  # type: ignore[union-attr,arg-type]
+                            self.deliver(sub, "orderbook_delta", body_y)
+                        else:
+                            self.deliver(sub, "orderbook_delta", body)
             elif t is Trade:
                 n = self.trade_n
                 self.trade_n += 1
@@ -233,6 +259,9 @@ class Hub:
         for sess in self.sessions:
             sess.push(data, binary)
         return len(self.sessions)
+
+    def connections_of(self, key_id: str | None) -> int:
+        return sum(1 for s in self.sessions if s.key_id == key_id)
 
     def stats(self) -> dict[str, int]:
         return {"connections": len(self.sessions), "frames": self.frames,
