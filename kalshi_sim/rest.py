@@ -153,7 +153,9 @@ class RestApi:
         f = self.faults
         if f.pending["rest_hang"] and f.take("rest_hang"):
             await asyncio.sleep(f.rest_hang_s)
-        if f.pending["rest_5xx"] and f.take("rest_5xx"):
+        if f.pending["rest_5xx"] and (f.rest_5xx_path is None
+                                      or request.path == PREFIX + f.rest_5xx_path) \
+                and f.take("rest_5xx"):
             st = f.rest_5xx_status
             if st in (502, 504):  # CDN-style HTML page, as proxies serve them
                 return web.Response(status=st, text=f"<html><body><h1>{st}</h1></body></html>",

@@ -175,6 +175,8 @@ class Session:
     def _refused(self, ticker: str, adding: bool) -> bool:
         """Unknown tickers always; closed and multivariate ones (when adding) per the knobs."""
         hub, conf = self.hub, self.hub.conf
+        if adding and ticker in hub.faults.refused_markets:
+            return True
         if hub.is_mve(ticker):
             return adding and conf.ws_reject_mve
         i = hub.market_index(ticker)
