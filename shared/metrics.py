@@ -117,6 +117,23 @@ class GathererMetrics(DbPoolMetrics):
         self.conn_manager_subscribe_errors_total = Counter(
             "conn_manager_subscribe_errors_total", "Error frames answering a command",
             ["channel", "error_code"], registry=r)
+        # Kalshi's unpublished WebSocket limits, as learnt from its answers (issue #14)
+        self.conn_manager_markets_per_subscription = Gauge(
+            "conn_manager_markets_per_subscription", "Markets we put in one orderbook "
+            "subscription (lowered towards the exchange's limit on error 26)", registry=r)
+        self.conn_manager_commands_per_second = Gauge(
+            "conn_manager_commands_per_second", "Commands per second we send on one socket "
+            "(lowered on error 27)", registry=r)
+        self.conn_manager_parked_connections = Gauge(
+            "conn_manager_parked_connections", "Orderbook sockets not opened: over the per-key "
+            "socket limit (configured, or learnt from handshake 429s)", registry=r)
+        self.conn_manager_quarantined_markets = Gauge(
+            "conn_manager_quarantined_markets", "Open markets the exchange refuses to subscribe, "
+            "waiting for a lifecycle change or the retry timer", registry=r)
+        self.conn_manager_quarantine_total = Counter(
+            "conn_manager_quarantine_total", "Markets quarantined after a refused subscribe "
+            "(named: the error named them; bisected: found by splitting the command)",
+            ["reason"], registry=r)
         # router
         self.router_messages_routed_total = Counter(
             "router_messages_routed_total", "Frames decoded and routed", ["type"], registry=r)
@@ -126,6 +143,9 @@ class GathererMetrics(DbPoolMetrics):
             "router_unknown_messages_total", "Frames of an unknown type", registry=r)
         self.router_duplicates_total = Counter(
             "router_duplicates_total", "Frames dropped as duplicate/old seq", ["role"], registry=r)
+        self.router_delta_timestamps_missing_total = Counter(
+            "router_delta_timestamps_missing_total", "Orderbook deltas without ts/ts_ms, stored "
+            "with their receive time as exchange time", registry=r)
         # writers
         self.writer_inserts_total = Counter(
             "writer_inserts_total", "Rows committed", ["writer"], registry=r)
@@ -161,6 +181,10 @@ class GathererMetrics(DbPoolMetrics):
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800), registry=r)
         self.poller_book_mismatches_total = Counter(
             "poller_book_mismatches_total", "REST book differed from the WS-reconstructed book", registry=r)
+        self.poller_no_side_convention_mismatches_total = Counter(
+            "poller_no_side_convention_mismatches_total", "WS book's NO side equals the REST book's "
+            "NO side mirrored (1 - price): the WebSocket changed its NO price convention "
+            "(use_yes_price)", registry=r)
         self.backfill_trades_total = Counter(
             "backfill_trades_total", "Trades fetched by REST backfill", registry=r)
         self.backfill_requests_total = Counter(
@@ -173,6 +197,18 @@ class GathererMetrics(DbPoolMetrics):
             registry=r)
         self.rest_rate_limited_total = Counter(
             "rest_rate_limited_total", "429 answers received", registry=r)
+        self.rest_tokens_spent_total = Counter(
+            "rest_tokens_spent_total", "Tokens our requests were billed (Kalshi's cost per "
+            "request, per item on batch endpoints)", ["bucket"], registry=r)
+        self.rest_budget_tokens_per_second = Gauge(
+            "rest_budget_tokens_per_second", "The key's token budget per second (from "
+            "/account/limits, else the configured tier)", ["bucket"], registry=r)
+        self.rest_budget_capacity_tokens = Gauge(
+            "rest_budget_capacity_tokens", "The key's bucket capacity in tokens", ["bucket"],
+            registry=r)
+        self.rest_historical_cutoff_timestamp = Gauge(
+            "rest_historical_cutoff_timestamp", "Kalshi's historical cutoff for trades (unix s): "
+            "older trades are read from /historical/trades", registry=r)
 
 
 class DeduplicatorMetrics(DbPoolMetrics):

@@ -242,10 +242,12 @@ async def test_r6_delta_without_timestamp(make_sim: Any) -> None:
     ws = await open_ws(sim, SimKey(*sim.keygen()))
     await ws.cmd("subscribe", {"channels": ["orderbook_delta"],
                                "market_tickers": sim.market_tickers(limit=50)})
+    frames = await ws.drain()  # subscribed and the snapshots, before the clock moves
     await sim.advance(5_000)
-    frames = await ws.drain()
+    frames += await ws.drain()
     await ws.close()
-    m = GathererMetrics(CollectorRegistry())
+    reg = CollectorRegistry()
+    m = GathererMetrics(reg)
     sinks = {k: ListSink() for k in ("trades", "orderbook_deltas", "orderbook_snapshots",
                                      "tickers")}
     resync: asyncio.Queue[Any] = asyncio.Queue()
@@ -263,7 +265,9 @@ async def test_r6_delta_without_timestamp(make_sim: Any) -> None:
     stamped = [r for r in rows if r.exchange_ts == r.received_at]
     assert len(stamped) == bare
     assert m.router_delta_timestamps_missing_total._value.get() == bare
-    assert resync.empty() and not m.router_parse_errors_total._metrics
+    assert resync.empty()
+    assert not [s for f in reg.collect() if f.name == "router_parse_errors"
+                for s in f.samples if s.name.endswith("_total") and s.value]
     assert all(isinstance(r, SnapshotRow) for r in sinks["orderbook_snapshots"].rows)
 
 
@@ -346,7 +350,7 @@ def test_r10_websockets_floor_supports_proxy() -> None:
     spec = next(d for d in deps if re.match(r"websockets\b", d))
     floor = re.search(r">=\s*([\d.]+)", spec)
     assert floor is not None, spec
-    assert tuple(int(x) for x in floor.group(1).split(".")[:2]) >= (15, 0), spec
+    assert int(floor.group(1).split(".")[0]) >= 15, spec
     from websockets.asyncio.client import connect
 
     assert "proxy" in inspect.signature(connect.__init__).parameters
