@@ -19,11 +19,12 @@ from kalshi_data import (
     healthcheck,
     import_cmd,
     migrate,
+    probe_limits,
     verify,
 )
 
 COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck, export_cmd, import_cmd, demo, verify,
-                                     gaps)
+                                     gaps, probe_limits)
 
 
 def build_parser() -> argparse.ArgumentParser:
