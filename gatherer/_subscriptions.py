@@ -63,14 +63,19 @@ class LearnedLimit:
 
 
 class LearnedRate:
-    """Commands per second: starts at the configured rate, halves on each error 27."""
+    """Commands per second: starts at the configured rate, halves on error 27. The errors a
+    burst earns arrive together: after a halving, errors within the next second (plus one
+    command interval) answer commands sent before the change and do not halve it again."""
 
     def __init__(self, per_s: float, floor: float = 0.2) -> None:
         self.per_s = per_s
         self.floor = floor
+        self._last: float | None = None
 
-    def slow_down(self) -> float:
-        self.per_s = max(self.floor, self.per_s / 2)
+    def slow_down(self, now: float) -> float:
+        if self._last is None or now - self._last > 1.0 + 1.0 / self.per_s:
+            self.per_s = max(self.floor, self.per_s / 2)
+            self._last = now
         return self.per_s
 
 

@@ -11,9 +11,15 @@ Per connection (``WsConnection``):
 - a signed handshake (RSA-PSS over ``<ts>GET/trade-api/ws/v2``, fresh per attempt);
 - every frame is stamped ``received_at_us`` on receipt and awaited through ``router.route``; when
   the writers apply backpressure that await stops this socket's reads, which is the point;
+- its subscriptions are planned by ``_subscriptions.SubscriptionSet``: an orderbook socket
+  carries as many subscriptions as Kalshi's markets-per-subscription limit needs (learnt from
+  error 26), commands leave through a paced sender (rate learnt from error 27), and markets the
+  exchange refuses are quarantined (``_quarantine``) without holding up the rest;
 - replies (subscribed/ok/unsubscribed/error) returned by the router drive the subscription state;
   error 10/25 (terminal) -> resubscribe that subscription, counted in
   ``conn_manager_subscribe_errors_total{channel,error_code}``;
+- an orderbook socket refused with handshake 429 (Kalshi's per-key socket limit) several times
+  in a row is parked: its shard's markets move to the other sockets;
 - liveness is ping/pong (our own keepalive, so ``ws_client_last_ping_timestamp`` is real), never
   data silence; a dead socket is closed and reconnected with exponential backoff + full jitter,
   and every connect passes a shared gate (``stagger_s`` apart) so the pool never reconnects in one
@@ -629,7 +635,7 @@ class ConnectionManager:
     # ---- Kalshi's limits -------------------------------------------------------------------
     def slow_commands(self) -> float:
         """Error 27: every socket of this key sends commands at half the rate from now on."""
-        rate = self.cmd_rate.slow_down()
+        rate = self.cmd_rate.slow_down(time.monotonic())
         self.rl.log(logging.WARNING, "cmd_rate", "Kalshi says too many commands (error 27); "
                     "pacing commands at %.2f/s per socket", rate)
         self.update_gauges()

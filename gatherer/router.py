@@ -502,6 +502,11 @@ class Router:
             return None
         return m.book
 
+    def books_held(self) -> int:
+        """Markets with a clean reconstructed book (a snapshot applied, owned, not dirty)."""
+        return sum(1 for m in self._markets.values()
+                   if m.book is not None and m.owner is not None and not m.dirty)
+
     def compare(self, snapshot: SnapshotRow, depth: int | None = None) -> BookDiff | None:
         """Diff a (REST) snapshot against our book; None when we have no clean book to compare.
         The caller counts a non-empty diff and calls ``request_resync``."""

@@ -16,7 +16,7 @@ from gatherer._backoff import Backoff
 from gatherer._quarantine import Quarantine
 from gatherer._ratelimit import CostTooHigh, Priority, TokenBucket
 from gatherer._shard import ShardPlanner
-from gatherer._subscriptions import LearnedLimit, SubscriptionSet
+from gatherer._subscriptions import LearnedLimit, LearnedRate, SubscriptionSet
 from gatherer.config import RegistryConfig
 from gatherer.markets import MarketChange, MarketRegistry
 from shared.kalshi.models import Lifecycle
@@ -111,6 +111,17 @@ def test_learned_limit_bisects_towards_the_real_one() -> None:
         else:
             lim.ok(n)
     assert 1 <= lim.value <= real and errors <= 12  # ~log2(5000) failures, never below 1
+
+
+def test_learned_rate_halves_once_per_burst_of_27s() -> None:
+    r = LearnedRate(10.0)
+    assert r.slow_down(100.0) == 5.0
+    for t in (100.1, 100.5, 101.0):  # the rest of that burst's errors
+        assert r.slow_down(t) == 5.0
+    assert r.slow_down(101.5) == 2.5  # errors to commands paced at the new rate
+    for t in range(200, 240, 2):
+        r.slow_down(float(t))
+    assert r.per_s == r.floor == 0.2
 
 
 def test_subscriptions_split_on_26_and_quarantine_refused_markets() -> None:
