@@ -96,6 +96,12 @@ def q_bool(q: Any, name: str) -> bool:
     raise BadRequest(f"invalid {name}")
 
 
+def _from_list(tickers: str, parse: Callable[[str], int | None], start: int) -> list[int]:
+    """Indexes (at or after ``start``, ascending) of a comma-separated ``tickers`` filter."""
+    idx = sorted({i for t in tickers.split(",") if t if (i := parse(t.strip())) is not None})
+    return [i for i in idx if i >= start]
+
+
 class RestApi:
     """Handlers + middleware; dependencies come in through the constructor."""
 
@@ -349,9 +355,7 @@ class RestApi:
         event = q.get("event_ticker")
         series = q.get("series_ticker")
         if tickers:
-            idx = sorted({i for t in tickers.split(",") if t
-                          if (i := self.cat.parse_market(t.strip())) is not None})
-            yield from (i for i in idx if i >= start)
+            yield from _from_list(tickers, self.cat.parse_market, start)
             return
         if event:
             e = self.cat.parse_event(event)
@@ -379,9 +383,7 @@ class RestApi:
         event = q.get("event_ticker")
         series = q.get("series_ticker")
         if tickers:
-            js = sorted({j for t in tickers.split(",") if t
-                         if (j := self.cat.parse_mve(t.strip())) is not None})
-            yield from (j for j in js if j >= start)
+            yield from _from_list(tickers, self.cat.parse_mve, start)
         elif event:
             j = self.cat.parse_mve(event + "-COMBO")
             if j is not None and j >= start:
