@@ -23,6 +23,7 @@ class ShardPlanner:
     def __init__(self, n: int, cap: int) -> None:
         self.n = n
         self.cap = cap
+        self.base_cap = cap
         self.shards: list[set[str]] = [set() for _ in range(n)]
         self.owner: dict[str, int] = {}
         self.overflow: dict[str, None] = {}  # insertion-ordered set
@@ -54,8 +55,11 @@ class ShardPlanner:
         self.shards[i] = set()
         for t in moved:
             del self.owner[t]
+        # The pool keeps its configured total room (n x cap), and at least what it holds now.
+        active = self.n - len(self.retired)
         need = len(self.owner) + len(moved) + len(self.overflow)
-        self.cap = max(self.cap, math.ceil(need / (self.n - len(self.retired))))
+        self.cap = max(self.cap, math.ceil(self.base_cap * self.n / active),
+                       math.ceil(need / active))
         changed = {i} | self.add_many(moved)
         changed |= {j for _, j in self.drain_overflow()}
         return changed

@@ -855,6 +855,11 @@ class ConnectionManager:
     def subscribed_markets(self) -> int:
         return sum(c.subscribed_markets() for c in self.orderbook)
 
+    def planned_count(self) -> int:
+        """Sockets we mean to run: all configured but those over ``connections.max_per_key``
+        (a socket parked after handshake 429s still counts: it is missing)."""
+        return len(self.conns) - len(self._capped)
+
     def healthy_count(self) -> int:
         return sum(1 for c in self.conns if c.healthy)
 

@@ -171,6 +171,26 @@ def test_subscriptions_split_on_26_and_quarantine_refused_markets() -> None:
     assert solo.subscribed_markets() == 3 and solo.ready
 
 
+def test_max_per_key_caps_the_pool_before_any_socket_opens() -> None:
+    """More sockets configured than the key may open: the last orderbook ones are never started
+    and their shards are retired, so their markets go to the others."""
+    from gatherer.config import ConnectionsConfig, KalshiConfig
+    from gatherer.connection import ConnectionManager
+
+    cfg = ConnectionsConfig(ticker=1, trade=1, lifecycle=1, orderbook=4, max_per_key=5,
+                            markets_per_connection=10)
+    kalshi = KalshiConfig(env="sim", rest_url="http://127.0.0.1:1/trade-api/v2",
+                          ws_url="ws://127.0.0.1:1/trade-api/ws/v2", api_key_id="k")
+    mgr = ConnectionManager(cfg, kalshi, None, None, None,  # type: ignore[arg-type]
+                            GathererMetrics(CollectorRegistry()), None,  # type: ignore[arg-type]
+                            resync_q=asyncio.Queue(), backfill_q=asyncio.Queue())
+    assert mgr.planned_count() == 5
+    assert [c.parked for c in mgr.orderbook] == [False, False, True, True]
+    assert mgr.planner.active() == [0, 1]
+    assert mgr.planner.add_many(f"M{i}" for i in range(30)) == {0, 1}
+    assert mgr.planner.cap >= 15 and not mgr.planner.overflow
+
+
 def test_quarantine_release_and_retry_timer() -> None:
     now = [0.0]
     q = Quarantine(60.0, lambda: now[0])
@@ -188,7 +208,7 @@ def test_shard_retire_moves_markets_and_raises_the_cap() -> None:
     p.add_many(f"M{i}" for i in range(27))
     changed = p.retire(2)
     assert changed == {0, 1, 2} and p.sizes()[2] == 0 and sum(p.sizes()) == 27
-    assert p.cap == 14 and not p.overflow
+    assert p.cap == 15 and not p.overflow  # 3 x 10 of room kept on 2 shards
     assert p.add("X") in (0, 1)  # a retired shard gets nothing new
     assert p.retire(1) == {0, 1}
     assert p.retire(0) == set() and p.sizes() == [28, 0, 0]  # the last shard never retires
