@@ -9,6 +9,12 @@ Sans-I/O: :meth:`Session.handle` takes a received text frame and appends reply f
 * ``get_snapshot`` sends one snapshot per listed market carrying the command ``id`` and
   consuming seq numbers, and no ``ok`` (UNCONFIRMED upstream; documented choice).
 * ``add_markets`` sends the new markets' snapshots in-stream, then ``ok`` with the full list.
+* ``ok``/``unsubscribed`` carry the sid's last seq, or the next one (knob ``ws_ok_seq``: the
+  meaning is undocumented upstream, clients must survive both).
+* Kalshi's unpublished limits (knobs, on by default): markets per subscription (error 26),
+  commands per second per connection (27; counted on the real clock); a subscribe/add_markets
+  naming an unknown, closed or multivariate market is refused whole with error 11, naming them
+  in ``msg.market_tickers`` unless ``ws_reject_names_tickers`` is off; ``use_yes_price``.
 """
 
 from __future__ import annotations
