@@ -148,6 +148,12 @@ class SnapshotPoller:
         if len(self._last) > 2 * max(1, len(tickers)):
             keep = set(tickers)
             self._last = {t: d for t, d in self._last.items() if t in keep}
+        need_s = len(tickers) * self._rest.cost("/markets/orderbooks") / self._rest.read_bucket.rate
+        if need_s > self._cfg.interval_s:
+            self._rl.log(logging.WARNING, "budget", "polling %d markets needs ~%.0f s of this key's "
+                         "REST budget, more than poller.interval_s (%.0f s): cycles run back to "
+                         "back (README \"Kalshi's limits\": a higher tier or a longer interval)",
+                         len(tickers), need_s, self._cfg.interval_s, markets=len(tickers))
         n = await self.poll(tickers)
         dt = time.monotonic() - t0
         self.last_cycle_s = dt
