@@ -39,7 +39,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -394,7 +394,8 @@ class WsConnection:
             self.subs.assign(self.desired)
         for i, cmd in self.subs.plan(lambda: next(self._ids)):
             self._enqueue(i, cmd)
-        self._refresh_health()
+        if self._refresh_health():  # e.g. an orderbook socket with no markets to subscribe
+            self._spawn(self._mgr.on_subscribed(self), "on-subscribed")
         self._mgr.update_gauges()
 
     def _enqueue(self, i: int, cmd: Command) -> None:
@@ -482,7 +483,10 @@ class WsConnection:
             await asyncio.sleep(delay)
             self._sync_needed.set()
 
-        t = asyncio.create_task(later(), name=f"sync-later-{self.conn_id}")
+        self._spawn(later(), "sync-later")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        t = asyncio.create_task(coro, name=f"{what}-{self.conn_id}")
         self._later.add(t)
         t.add_done_callback(self._later.discard)
 
