@@ -37,7 +37,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "recovery": (True, False, 300),
     "backpressure": (False, False, 300),
     "archive": (True, False, 300),
-    "coverage": (True, False, 3_600),
+    "coverage": (True, False, 7_200),
 }
 DEFAULT = [n for n in BENCHES if n not in ("archive", "coverage")]  # opt-in: --only NAME
 REPO = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from ._harness import peak_rss_bytes
 from ._model import Context, Row
 from ._simproc import SimProcess
 
-LIMIT_S = 3_000.0  # give up after this long from start (the bench child timeout is longer)
+LIMIT_S = 6_000.0  # give up after this long from start (the bench child timeout is longer)
 ORDERBOOK_SOCKETS = 144
 
 
