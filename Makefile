@@ -14,6 +14,9 @@ demo: setup
 	.venv/bin/kalshi-data demo $(ARGS)
 
 # Benchmarks (never pass/fail): raw limits and our figures in the same run, ratios, CPU s per
-# million, peak RSS; ~8.5 minutes; ARGS="--quick" for a smoke run. Writes bench/results/latest.json.
+# million, peak RSS; ~11 minutes; ARGS="--quick" for a smoke run, ARGS="--soak" for the 30-minute
+# soak (not in the default run). Writes bench/results/latest.json. The [bench] extra holds the
+# alternative stacks the run measures (uvloop, msgspec, picows).
 bench: setup
+	.venv/bin/pip install -q -e ".[bench]"
 	.venv/bin/python -m bench $(ARGS)

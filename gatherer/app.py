@@ -45,7 +45,7 @@ from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
 from gatherer.retention import Retention
 from gatherer.router import BackfillRequest, ResyncRequest, Router
-from gatherer.writer import PgSink, Writer, make_writers
+from gatherer.writer import PgSink, Writer, WriterClosed, make_writers
 from shared import db
 from shared.errors import StorageError
 from shared.http import HttpServer, start_servers
@@ -53,6 +53,7 @@ from shared.kalshi.auth import KeyLoadError, load_private_key
 from shared.kalshi.models import Lifecycle, Profile, Rejected, SeqGap
 from shared.kalshi.objects import snapshot_from_rest
 from shared.metrics import GathererMetrics, add_process_collectors
+from shared.pool_metrics import psycopg_pool_stats, track_pool
 
 log = logging.getLogger("gatherer.app")
 
@@ -133,6 +134,8 @@ class GathererApp:
         self.pool = db.make_pool(cfg.database, "gatherer-aux", application_name="kalshi-gatherer-aux",
                                  min_size=1, max_size=3)
         await self.pool.open()
+        pool = self.pool
+        track_pool(m, "local", lambda: psycopg_pool_stats(pool))
         self.db_probe = DbProbe(self.pool, cfg.health.db_probe_interval_s)
         await self.db_probe.check()
         self.health.db = self.db_probe
@@ -174,6 +177,7 @@ class GathererApp:
         router_writers["trades"] = TradeTap(self.writers["trades"], self.exclock)  # type: ignore[assignment]
         self.router = Router(router_writers, m, resync_q=resync_q, backfill_q=backfill_q,
                              lifecycle_q=lifecycle_q, profile_hint=profile)
+        self._spawn(self._router_holds(), "router-holds")
         self._spawn(self.registry.run_lifecycle(lifecycle_q), "registry-lifecycle")
         self._spawn(self.registry.run_timers(), "registry-timers")
         self._spawn(self.registry.run_dirty_fetch(), "registry-dirty")
@@ -216,6 +220,15 @@ class GathererApp:
         self.started = True
         log.info("gatherer %s running: %d connections, %d open markets", cfg.gatherer_id,
                  len(self.conns.conns), self.registry.active_count)
+
+    async def _router_holds(self) -> None:
+        """Snapshots held for their place in the stream are written within the router's bound
+        even when no frame arrives (gatherer/router.py)."""
+        assert self.router is not None
+        while True:
+            await asyncio.sleep(1.0)
+            self.router.expire_holds(_now_us())
+            await self.router.drain()
 
     async def _delayed(self, coro: Coroutine[Any, Any, Any], delay: float) -> Any:
         try:
@@ -354,6 +367,12 @@ class GathererApp:
         self._tasks.clear()
         if self.router is not None:
             self.router.flush_metrics()
+            self.router.release_all()
+            with contextlib.suppress(WriterClosed, TimeoutError):
+                await asyncio.wait_for(self.router.drain(), self.cfg.writer.flush_deadline_s)
+            if self.router.undrained_snapshots:
+                log.error("%d orderbook snapshots could not be handed to the writer before stopping",
+                          self.router.undrained_snapshots)
         left = 0
         if self.writers:
             results = await asyncio.gather(

@@ -142,7 +142,9 @@ class BackfillConfig:
 class RegistryConfig:
     reconcile_interval_s: PositiveFloat = 300.0
     page_limit: Annotated[int, Range(1, 1000)] = 1000
-    statuses: tuple[str, ...] = ("open",)
+    # "unopened" too: Kalshi announces no initialized -> active transition, so a market listed
+    # before we start and opening after is only known (and its open_time scheduled) if loaded here
+    statuses: tuple[str, ...] = ("open", "unopened")
     # multivariate (combo) markets: Kalshi lists them in /markets unless mve_filter=exclude
     multivariate: Literal["exclude", "include"] = "exclude"
     exchange_status_interval_s: PositiveFloat = 30.0
@@ -174,8 +176,10 @@ class RateLimitConfig:
     batch endpoints are billed per item; reads and writes have separate buckets refilled at the
     tier's budget up to the bucket's capacity. At start the gatherer reads its real budget from
     ``GET /account/limits`` (and costs from ``/account/endpoint_costs``) when ``discover`` is on;
-    ``tier`` (and the explicit overrides) apply when it cannot. ``headroom`` is the share of the
-    budget we allow ourselves, so clock drift between us and the exchange does not cost 429s.
+    ``tier`` applies when it cannot. The explicit ``*_per_s``/``*_capacity`` replace the tier's
+    numbers and can only lower a discovered budget (a key shared with another process).
+    ``headroom`` is the share of the budget we allow ourselves, so clock drift between us and the
+    exchange does not cost 429s.
     """
 
     tier: Literal["basic", "advanced", "premier", "paragon", "prime"] = "basic"

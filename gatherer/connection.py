@@ -131,6 +131,7 @@ class WsConnection:
         self._stopping = False
         self._in_route = False
         self._n_msgs = 0
+        self._n_data = 0  # frames that were not only command replies (ws_client_last_message_timestamp)
         self._n_bytes = 0
         self._handshake_429s = 0
         self._ws_down_event: str | None = None
@@ -336,6 +337,8 @@ class WsConnection:
                 self._in_route = False
             if replies:
                 await self._on_replies(replies)
+            else:
+                self._n_data += 1
         # iteration ends on a clean close: raise so the caller logs and reconnects
         raise websockets.ConnectionClosedOK(ws.protocol.close_rcvd, ws.protocol.close_sent)
 
@@ -374,9 +377,13 @@ class WsConnection:
         if self._n_msgs:
             self._msgs.inc(self._n_msgs)
             self._bytes.inc(self._n_bytes)
-            self._m.ws_client_last_message_timestamp.labels(role=self.role).set(time.time())
+            # Only the feed itself: the "subscribed"/"ok" replies to the silent-role resubscribe
+            # must not make a stalled channel look alive (DataStale reads this gauge).
+            if self._n_data:
+                self._m.ws_client_last_message_timestamp.labels(role=self.role).set(time.time())
             self._n_msgs = 0
             self._n_bytes = 0
+            self._n_data = 0
 
 
     async def _sync_loop(self) -> None:

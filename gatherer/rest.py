@@ -136,17 +136,24 @@ class RestClient:
         requests-per-second shape (``read_limit``/``write_limit``, one request = the default
         cost). Returns False when the body has neither."""
         hr = self._rate.headroom
+        rc = self._rate
         got = False
-        for name, bucket, old_key in (("read", self._bucket, "read_limit"),
-                                      ("write", self._write_bucket, "write_limit")):
+        for name, bucket, old_key, cap_rate, cap_size in (
+                ("read", self._bucket, "read_limit", rc.read_per_s, rc.read_capacity),
+                ("write", self._write_bucket, "write_limit", rc.write_per_s, rc.write_capacity)):
             b = body.get(name)
             if isinstance(b, dict) and _num(b.get("refill_rate")) and _num(b.get("bucket_capacity")):
-                bucket.resize(float(b["refill_rate"]) * hr, float(b["bucket_capacity"]) * hr)
-                got = True
+                rate, size = float(b["refill_rate"]), float(b["bucket_capacity"])
             elif _num(body.get(old_key)):
-                per_s = float(body[old_key]) * self._default_cost
-                bucket.resize(per_s * hr, per_s * hr)
-                got = True
+                rate = size = float(body[old_key]) * self._default_cost
+            else:
+                continue
+            # an explicit rate_limit override may only lower the budget (a key shared with
+            # another process), never raise it above what Kalshi grants
+            rate = min(rate, cap_rate) if cap_rate else rate
+            size = min(size, cap_size) if cap_size else size
+            bucket.resize(rate * hr, size * hr)
+            got = True
         if got:
             self._show_budget()
             log.info("REST budget for key %s (tier %s): read %.0f tokens/s (bucket %.0f), write "

@@ -69,6 +69,7 @@ class Faults:
         self.in_maintenance = False
         self.skew_ms = 0
         self.withholds: list[Withhold] = []
+        self.muted: set[tuple[str, str | None]] = set()  # (channel, API key or None = every client)
         self.chaos_rng: random.Random | None = None
         self.chaos_per_s = 0.0
         self.now: float = 0.0  # monotonic seconds, updated by the server
@@ -150,6 +151,19 @@ class Faults:
         n = self.target.terminate_sids(code, sid, channel) if self.target else 0
         self.count(f"error_{code}", n)
         return n
+
+    def mute(self, channel: str, key_id: str | None = None, on: bool = True) -> None:
+        """Stop (``on``) or resume sending ``channel``'s frames to every client, or only to the
+        sockets of API key ``key_id``, while the sockets and subscriptions stay up: a stalled feed.
+        Frames are not sent, not queued (for seq channels the sequence jumps when it resumes)."""
+        if on:
+            self.muted.add((channel, key_id))
+        else:
+            self.muted.discard((channel, key_id))
+        self.count("mute" if on else "unmute")
+
+    def is_muted(self, channel: str, key_id: str | None) -> bool:
+        return (channel, None) in self.muted or (channel, key_id) in self.muted
 
     def stop_pings(self, on: bool = True) -> None:
         self.pings_stopped = on
@@ -278,7 +292,7 @@ class Faults:
 
     # Names the control API may call.
     API = (
-        "drop_connections", "refuse_connections", "slow_consumer", "stop_pings", "stop_pongs",
+        "drop_connections", "refuse_connections", "slow_consumer", "mute", "stop_pings", "stop_pongs",
         "skip_seq", "duplicate_seq", "reorder_seq", "send_malformed", "send_truncated",
         "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
         "refuse_markets",

@@ -227,10 +227,9 @@ class RestApi:
         s = self.engine.states.get(i)
         if s is not None:
             return self.engine.status_of(s)
-        st = self.cat.static(i)
+        open_ms, close_ms = self.cat.window(i)  # an untouched market: its times decide
         now = self.engine.now_ms
-        return "initialized" if now < st.open_ms else ("closed" if now >= st.close_ms
-                                                        else "active")
+        return "initialized" if now < open_ms else ("closed" if now >= close_ms else "active")
 
     def market_obj(self, i: int) -> dict[str, Any]:
         s = self.engine.view(i)

@@ -50,6 +50,12 @@ ERR_TEXT = {
 CLOSED_STATUSES = frozenset(("closed", "determined", "disputed", "amended", "finalized"))
 
 
+class BinaryFrame(bytes):
+    """A queued frame that goes out with the binary opcode (fault injection only); every other
+    queued frame is plain ``bytes`` and goes out as text, so queueing a frame allocates
+    nothing beyond its payload."""
+
+
 class Sub:
     """One subscription (sid) on one connection."""
 
@@ -98,16 +104,16 @@ class Session:
         self.key_id = key_id  # the API key that signed the handshake (None: unauthenticated)
         self.subs: dict[int, Sub] = {}
         self.next_sid = 1
-        self.out: deque[tuple[bytes, bool]] = deque()
+        self.out: deque[bytes] = deque()  # text frames; BinaryFrame for binary ones
         self.held: bytes | None = None  # reorder fault: frame delayed behind the next one
         self.notify = notify
         self.closed = False
         self.cmd_times: deque[float] = deque()
 
     def push(self, data: bytes, binary: bool = False) -> None:
-        self.out.append((data, binary))
+        self.out.append(BinaryFrame(data) if binary else data)
         if self.held is not None and not binary:
-            self.out.append((self.held, False))
+            self.out.append(self.held)
             self.held = None
         self.notify()
 

@@ -162,6 +162,10 @@ class GathererMetrics(DbPoolMetrics):
         self.writer_copy_fallbacks_total = Counter(
             "writer_copy_fallbacks_total", "Batches the database refused on the direct-COPY fast "
             "path (a duplicate or bad row), then written through staging", ["writer"], registry=r)
+        self.writer_batch_duplicates_total = Counter(
+            "writer_batch_duplicates_total", "Rows dropped before writing as repeats of an "
+            "earlier row of the same batch (trades: the same trade_id, e.g. from two trade "
+            "sockets)", ["writer"], registry=r)
         self.writer_queue_rows = Gauge(
             "writer_queue_rows", "Rows accepted but not yet committed", ["writer"], registry=r)
         self.writer_queue_max_rows = Gauge(

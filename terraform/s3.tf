@@ -1,4 +1,4 @@
-# Parquet archive: s3://<bucket>/<table>/date=YYYY-MM-DD/part-*.parquet plus manifests.
+# Parquet archive: s3://<bucket>/table=<table>/date=YYYY-MM-DD/part-*.parquet plus manifests.
 # Private, versioned, encrypted, TLS-only, ageing into cheaper storage classes.
 
 resource "aws_s3_bucket" "archive" {

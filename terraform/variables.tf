@@ -217,3 +217,59 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+# --- monitoring host (monitoring.tf) ------------------------------------------------------------
+
+variable "monitoring_enabled" {
+  description = "Create the monitoring host: Prometheus, Alertmanager and Grafana provisioned from alerts/ and grafana/, reachable from monitoring_cidrs."
+  type        = bool
+  default     = false
+}
+
+variable "monitoring_instance_type" {
+  description = "EC2 type of the monitoring host."
+  type        = string
+  default     = "t4g.medium"
+}
+
+variable "monitoring_volume_size" {
+  description = "Size in GiB of the monitoring host's gp3 root volume (Prometheus' TSDB lives there)."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.monitoring_volume_size >= 20
+    error_message = "monitoring_volume_size must be at least 20 GiB."
+  }
+}
+
+variable "prometheus_retention" {
+  description = "How long the monitoring host's Prometheus keeps samples."
+  type        = string
+  default     = "30d"
+
+  validation {
+    condition     = can(regex("^[0-9]+(h|d|w|y)$", var.prometheus_retention))
+    error_message = "prometheus_retention must be a Prometheus duration such as 30d."
+  }
+}
+
+# --- Glue catalog over the archive (glue.tf) -----------------------------------------------------
+
+variable "glue_catalog" {
+  description = "Create a Glue Data Catalog database and tables (partition projection on date) over the Parquet archive, so Athena can query it (terraform/glue.tf)."
+  type        = bool
+  default     = false
+}
+
+variable "glue_archive_prefix" {
+  description = "Key prefix of the archive inside the bucket; must equal archive.prefix of the kalshi-data export config."
+  type        = string
+  default     = ""
+}
+
+variable "glue_projection_start" {
+  description = "First day (YYYY-MM-DD) the Glue tables' date projection covers."
+  type        = string
+  default     = "2026-01-01"
+}

@@ -85,7 +85,9 @@ class TradeRow(NamedTuple):
 
 
 class DeltaRow(NamedTuple):
-    """``orderbook_deltas``. The decoder leaves occurrence 0; the router numbers it."""
+    """``orderbook_deltas``. The decoder leaves occurrence 0 and ts_rank None; the router sets
+    both (``ts_rank``: position among the market's deltas of the same exchange_ts, in the
+    exchange's order; None when this gatherer did not see the whole millisecond)."""
 
     ticker: str
     exchange_ts: int
@@ -96,6 +98,7 @@ class DeltaRow(NamedTuple):
     seq: int | None
     sid: int | None
     received_at: int
+    ts_rank: int | None = None
 
 
 class SnapshotRow(NamedTuple):
@@ -110,6 +113,15 @@ class SnapshotRow(NamedTuple):
     last_delta_ts: int | None
     last_delta_occurrence: int | None
     received_at: int
+    # The snapshot's place in the delta stream (data-model.md hardening 6; set by the router):
+    # 'last' = the cut_* delta is the last it includes, 'next' = the first it does not, 'quiet'
+    # = nothing followed for a while, None = unknown (REST snapshots: always None).
+    cut_kind: str | None = None
+    cut_ts: int | None = None
+    cut_side: str | None = None
+    cut_price: int | None = None
+    cut_delta: int | None = None
+    cut_occurrence: int | None = None
 
 
 class TickerRow(NamedTuple):

@@ -7,6 +7,7 @@ environment through their normal chain, exactly as on an instance they find the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from collections.abc import Iterator
@@ -37,13 +38,31 @@ def s3_endpoint() -> Iterator[str]:
         werkzeug.setLevel(level)
 
 
+FAKE_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}
+
+
+def fake_aws(mp: pytest.MonkeyPatch) -> None:
+    """Fake credentials for moto, found by boto3's (and Arrow's) standard chain."""
+    for k, v in FAKE_AWS.items():
+        mp.setenv(k, v)
+    mp.delenv("AWS_PROFILE", raising=False)
+
+
+@contextlib.contextmanager
+def moto_bucket(endpoint: str, name: str) -> Iterator[S3Store]:
+    """A bucket on the moto server, with fake credentials set while the block runs (for
+    module-scoped fixtures, which cannot use the function-scoped ``monkeypatch``)."""
+    with pytest.MonkeyPatch.context() as mp:
+        fake_aws(mp)
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
+        yield S3Store(S3Location(bucket=name, endpoint_url=endpoint))
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials for moto, found by boto3's standard chain (never passed in code)."""
-    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                 "AWS_DEFAULT_REGION": "us-east-1", "AWS_SESSION_TOKEN": "testing"}.items():
-        monkeypatch.setenv(k, v)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake_aws(monkeypatch)
 
 
 @pytest.fixture

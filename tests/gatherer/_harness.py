@@ -18,6 +18,7 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from gatherer.config import GathererConfig
+from kalshi_data.books import book_at
 from shared.config import Environment, parse_config
 from shared.pgcluster import free_port
 
@@ -108,25 +109,13 @@ def truth_trade_ids(sim: Any) -> set[str]:
 
 
 def rebuild_book(dsn: str, ticker: str) -> dict[str, list[list[int]]] | None:
-    """The book of ``ticker`` from the gatherer DB: its newest WS/resync snapshot plus every delta
-    received after that snapshot (receive order is this gatherer's own frame order)."""
-    rows = query(dsn, "SELECT yes_levels, no_levels, received_at FROM orderbook_snapshots "
-                      "WHERE ticker = %s AND source IN ('ws', 'resync') "
-                      "ORDER BY received_at DESC, ingest_seq DESC LIMIT 1", (ticker,))
-    if not rows:
+    """The book of ``ticker`` now, rebuilt from the gatherer DB by the one rebuild
+    (kalshi_data.books: the snapshot's recorded place in the stream plus the deltas after it)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        book = book_at(conn, ticker, now_us() + 3_600_000_000)
+    if book.snapshot_ts is None:
         return None
-    yes_l, no_l, rx = rows[0]
-    book = {"yes": {int(p): int(s) for p, s in yes_l}, "no": {int(p): int(s) for p, s in no_l}}
-    deltas = query(dsn, "SELECT side, price, delta FROM orderbook_deltas WHERE ticker = %s AND "
-                        "received_at > %s ORDER BY received_at, ingest_seq", (ticker, rx))
-    for side, price, delta in deltas:
-        lv = book[side]
-        v = lv.get(price, 0) + delta
-        if v > 0:
-            lv[price] = v
-        else:
-            lv.pop(price, None)
-    return {k: [[p, v[p]] for p in sorted(v)] for k, v in book.items()}
+    return {"yes": [list(x) for x in book.yes], "no": [list(x) for x in book.no]}
 
 
 def db_trade_ids(dsn: str) -> tuple[set[str], int]:

@@ -165,11 +165,13 @@ async def test_r3_refused_tickers_are_quarantined(gsim: Any, gconf: Any, run_app
     gsim.faults.refuse_markets([bad[1]])
     app.registry.apply_lifecycle(_lifecycle(bad[0]))
     await h.wait_for(lambda: h.metric(app, "conn_manager_quarantined_markets") == 1, 20,
-                     "the released market resubscribed")
-    await asyncio.sleep(1.0)
+                     "the released market out of quarantine")
+    await h.wait_for(lambda: app.conns.subscribed_markets() == len(app.registry.open_tickers()) - 1,
+                     20, "the released market subscribed again")
     gsim.set_rate(0.0)
-    await asyncio.sleep(0.5)
-    assert h.rebuild_book(gatherer_dsn, bad[0]) == gsim.true_book(bad[0])
+    await h.wait_for(lambda: asyncio.to_thread(
+        lambda: h.rebuild_book(gatherer_dsn, bad[0]) == gsim.true_book(bad[0])), 20,
+        "the released market's book in the database")
     await h.assert_complete(gsim, gatherer_dsn, books=False)
     good = [t for t in gsim.market_tickers(status="active", limit=10_000) if t != bad[1]]
     assert all(h.rebuild_book(gatherer_dsn, t) == gsim.true_book(t) for t in good)

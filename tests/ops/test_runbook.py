@@ -28,7 +28,17 @@ METRIC_PREFIXES = (
     "dedup_",
     "export_",
 )
-KALSHI_DATA_SUBCOMMANDS = {"migrate", "healthcheck", "verify", "gaps", "export", "import", "demo"}
+def _subcommands() -> set[str]:
+    """What `kalshi-data` really offers (its parser), so the runbook names no missing command."""
+    import argparse
+
+    from kalshi_data.__main__ import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+KALSHI_DATA_SUBCOMMANDS = _subcommands()
 
 
 def text() -> str:

@@ -158,11 +158,14 @@ def test_security_groups_least_privilege(tf: dict[str, Any]) -> None:
     rds = ingress["rds_postgres_from_deduplicator"]
     assert rds["security_group_id"] == "${aws_security_group.rds.id}"
     assert rds["referenced_security_group_id"] == "${aws_security_group.deduplicator.id}"
-    # Only these three ingress rules exist: postgres x2 and the monitoring set.
+    # Only these ingress rules exist: postgres x2, the monitoring set, and the optional
+    # monitoring host's (checked in test_monitoring_host.py).
     assert set(ingress) == {
         "gatherer_postgres_from_deduplicator",
         "rds_postgres_from_deduplicator",
         "monitoring",
+        "monitoring_ui",
+        "scraped_by_monitoring",
     }
     mon = ingress["monitoring"]
     assert mon["for_each"] == "${local.monitoring_rules}"
@@ -293,7 +296,7 @@ def test_iam_scoped_to_exact_secrets_and_bucket(tf: dict[str, Any]) -> None:
     assert "s3:PutObject" in dedup and "aws_s3_bucket.archive.arn" in dedup
     assert "kalshi_api_key" not in dedup
     profiles = res(tf, "aws_iam_instance_profile")
-    assert set(profiles) == {"gatherer", "deduplicator"}
+    assert set(profiles) == {"gatherer", "deduplicator", "monitoring"}
 
 
 def _render(template: Path, values: dict[str, str]) -> str:

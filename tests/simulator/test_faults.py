@@ -361,3 +361,20 @@ async def test_new_market_404_window(make_sim):
                      (await c.get("/markets", params={"limit": 1000})).json()["markets"]}
         await sim.advance(5_000)
         assert (await c.get(f"/markets/{t}")).status_code == 200
+
+
+async def test_mute_stalls_one_channel_of_one_key(sim: Simulator, ws_connect, sim_key: SimKey):
+    ws = await ws_connect()
+    await ws.cmd("subscribe", {"channels": ["trade", "ticker"]})
+    await ws.drain()
+    sim.faults.mute("ticker", key_id="another-client")
+    await sim.advance(3_000)
+    assert {f["type"] for f in await ws.drain()} >= {"trade", "ticker"}
+    sim.faults.mute("ticker", key_id=sim_key.key_id)
+    await sim.advance(3_000)
+    types = {f["type"] for f in await ws.drain()}
+    assert "trade" in types and "ticker" not in types  # the socket stays up, one feed stalls
+    sim.faults.mute("ticker", key_id=sim_key.key_id, on=False)
+    await sim.advance(3_000)
+    assert "ticker" in {f["type"] for f in await ws.drain()}
+    assert sim.fault_counts()["mute"] == 2 and sim.fault_counts()["unmute"] == 1

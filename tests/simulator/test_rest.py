@@ -243,3 +243,29 @@ async def test_legacy_profile_shapes(make_sim):
         assert isinstance(tr["yes_price"], int) and isinstance(tr["count"], int)
         assert tr["yes_price"] == int(Decimal(tr["yes_price_dollars"]) * 100)
         assert "taker_outcome_side" not in tr  # a May 2026 addition
+
+
+def test_fast_listing_helpers_match_the_reference_forms() -> None:
+    # /markets over an xl catalog: REST times come from a per-day cache and status filters read
+    # only a market's (open, close) window; both must equal what they replace.
+    import random
+    import time
+
+    from kalshi_sim.catalog import PRESETS, Catalog
+    from kalshi_sim.encode import Encoder, iso_ms, iso_s
+
+    cat = Catalog(PRESETS["medium"], 5, 1_780_000_000_000, "fp2026")
+    enc = Encoder("fp2026", cat)
+    rnd = random.Random(7)
+    for ms in [0, 86_399_999, 86_400_000, *(rnd.randrange(4_102_444_800_000) for _ in range(5000))]:
+        assert enc._iso_s(ms) == iso_s(ms) == time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
+        assert enc._iso_ms(ms) == iso_ms(ms)
+    fresh = Catalog(PRESETS["medium"], 5, 1_780_000_000_000, "fp2026")
+    born = cat.add_market(1_780_000_100_000, 2_000, 90_000)
+    for i in [*range(0, cat.count - 1, 97), born]:
+        st = cat.static(i)
+        assert cat.window(i) == (st.open_ms, st.close_ms)
+        assert cat.static(i) is st  # the one-entry memo
+        if i != born:
+            assert fresh.static(i) == st  # still a pure function of (seed, i)

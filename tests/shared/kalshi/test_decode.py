@@ -347,6 +347,67 @@ def test_shared_cache_gives_the_same_values() -> None:
     assert isinstance(evs[0], Rejected) and evs[0].reason == "bad_type"
 
 
+# -- legacy2025 fast paths agree with the general conversions -----------------------------------
+
+_scalar = st.one_of(
+    st.integers(-5, 105), st.booleans(), st.floats(-1, 101, allow_nan=False), st.none(),
+    st.text("0123456789-.", max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scalar, _scalar, _scalar, _scalar)
+def test_legacy_trade_fast_path_matches_trade_fields(yes: object, no: object, count: object,
+                                                     ts: object) -> None:
+    # decode.py converts integer cents/contracts inline; anything else must come out exactly as
+    # the general trade_fields/legacy_ts rules make it (value or rejection reason).
+    from shared.kalshi import _fields
+    from shared.kalshi.units import UnitError, legacy_ts_to_us, to_ms_precision
+
+    msg: dict[str, object] = {"trade_id": "3B8E1F20-6c4d-4a9b-8e77-0d2f5a6c9b13",
+                              "market_ticker": T1, "taker_side": "no"}
+    for k, v in (("yes_price", yes), ("no_price", no), ("count", count), ("ts", ts)):
+        if v is not None:
+            msg[k] = v
+    raw = orjson.dumps({"type": "trade", "sid": 4, "seq": 1, "msg": msg})
+    evs = Decoder().feed(raw, RX)
+    try:
+        fields = _fields.trade_fields(msg)
+        want: object = TradeRow(fields[0], T1, to_ms_precision(legacy_ts_to_us(msg["ts"])),
+                                *fields[1:], "ws", RX)
+    except UnitError as exc:
+        want = exc.reason
+    except KeyError:
+        want = "missing_field"
+    got = evs[0] if isinstance(evs[0], TradeRow) else evs[0].reason  # type: ignore[union-attr]
+    assert got == want
+
+
+_fraction = st.text("0123456789", min_size=0, max_size=11)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), _fraction, st.sampled_from(["Z", "z", "+00:00"])),
+                min_size=1, max_size=6))
+def test_legacy_delta_times_match_the_rfc3339_parser(times: list[tuple[int, str, str]]) -> None:
+    # the per-connection same-second cache must give what units.rfc3339_to_us gives, frame by
+    # frame, whatever the previous frame's second was (or reject it for the same reason)
+    from shared.kalshi.units import UnitError, rfc3339_to_us
+
+    dec = Decoder()
+    for seq, (sec, frac, tz) in enumerate(times, 1):
+        ts = f"2026-05-28T20:26:4{sec}" + (f".{frac}" if frac or seq % 2 else "") + tz
+        raw = orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": seq, "msg": {
+            "market_ticker": T1, "price": 56, "delta": -7, "side": "yes", "ts": ts}})
+        ev = dec.feed(raw, RX)[0]
+        try:
+            want: object = rfc3339_to_us(ts)
+        except UnitError as exc:
+            want = exc.reason
+        got = ev.exchange_ts if isinstance(ev, DeltaRow) else ev.reason  # type: ignore[union-attr]
+        assert got == want, ts
+
+
 # -- malformed input ---------------------------------------------------------------------------
 
 BAD = [
