@@ -26,6 +26,14 @@ def limited_sim() -> Iterator[tuple[SimThread, Simulator]]:
     t.stop()
 
 
+def _key(t: SimThread, sim: Simulator, tmp_path: Path) -> tuple[str, str, Path]:
+    """A fresh registered key: (key id, private PEM, the file holding it)."""
+    key_id, pem = t.call(sim.keygen)
+    pem_file = tmp_path / "key.pem"
+    pem_file.write_text(pem)
+    return key_id, pem, pem_file
+
+
 def _probe(sim: Simulator, key_arg: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "kalshi_data", "probe-limits", "--env", "sim", "--api-key", key_arg,
@@ -36,9 +44,7 @@ def _probe(sim: Simulator, key_arg: str, *extra: str) -> subprocess.CompletedPro
 def test_probe_limits_finds_the_simulators_known_limits(limited_sim: tuple[SimThread, Simulator],
                                                          tmp_path: Path) -> None:
     t, sim = limited_sim
-    key_id, pem = t.call(sim.keygen)
-    pem_file = tmp_path / "key.pem"
-    pem_file.write_text(pem)
+    key_id, pem, pem_file = _key(t, sim, tmp_path)
     r = _probe(sim, f"{key_id}={pem_file}")
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -69,9 +75,7 @@ def test_probe_limits_reports_what_it_could_not_reach(limited_sim: tuple[SimThre
                                                       tmp_path: Path) -> None:
     """A bound reached is 'at least', not a limit; a refused key is one line and exit 1."""
     t, sim = limited_sim
-    key_id, pem = t.call(sim.keygen)
-    pem_file = tmp_path / "key.pem"
-    pem_file.write_text(pem)
+    key_id, _, pem_file = _key(t, sim, tmp_path)
     r = _probe(sim, f"{key_id}={pem_file}", "--max-requests", "4", "--max-markets", "20",
                "--max-commands", "5", "--max-connections", "3")
     assert r.returncode == 0, r.stderr
