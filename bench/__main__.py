@@ -41,8 +41,9 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "archive": (True, False, 300),
     "books": (True, False, 600),
     "soak": (True, False, 3600),  # plus the soak's own minutes
+    "coverage": (True, False, 7_200),
 }
-DEFAULT = [n for n in BENCHES if n not in ("archive", "soak")]
+DEFAULT = [n for n in BENCHES if n not in ("archive", "soak", "coverage")]  # opt-in: --only NAME
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -224,7 +224,7 @@ async def arun(ctx: Context) -> list[Row]:
             "markets_per_connection": MARKETS_PER_CONN, "stagger_s": 0.02,
             "ping_interval_s": 10.0, "ping_timeout_s": 60.0, "silent_role_s": 600.0},
             poller={"enabled": True, "interval_s": 900.0},
-            rate_limit={"read_per_s": 100.0, "burst": 100},
+            rate_limit={"read_per_s": 1000.0, "read_capacity": 1000.0},  # 100 requests/s
             logging={"level": "WARNING", "format": "text"})
         services.append(Service("gatherer", g, workdir, "gatherer"))
         from shared.pgcluster import free_port

@@ -131,7 +131,9 @@ class GathererApp:
         # Key problems are fatal and need no database: find them before waiting for one.
         self.rest = RestClient(cfg.kalshi, self.key, cfg.rate_limit, m, auth_retry_s=cfg.kalshi.auth_retry_s)
         self.health.rest = self.rest
-        await self.rest.probe_auth()  # AuthRejected here is fatal: wrong key id or key
+        # AuthRejected here is fatal (wrong key id or key); the answer carries the key's REST
+        # budget, which the client adopts (rate_limit.discover).
+        await self.rest.discover_limits()
         log.info("gatherer %s starting (version %s, exchange %s, key id %s)", cfg.gatherer_id,
                  version(), cfg.kalshi.rest_base, cfg.kalshi.api_key_id)
 
@@ -199,6 +201,7 @@ class GathererApp:
             rawlog=self.rawlog.write if self.rawlog is not None else None,
             on_lifecycle_reconnect=self.registry.request_reconcile)
         self.health.conns = self.conns
+        self.registry.on_lifecycle = self.conns.on_lifecycle  # a refused market's second chance
         await self.conns.start()
 
         self.backfill = Backfill(cfg.backfill, self.rest, self.writers["trades"], self.coverage, m,

@@ -24,7 +24,7 @@ import heapq
 import logging
 import time
 from array import array
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,9 @@ class MarketRegistry:
         self.exchange_active: bool | None = None
         self.trading_active: bool | None = None
         self._rl = RateLimitedLog(log, 60.0)
+        #: called with the ticker of every market_lifecycle_v2 frame (the connection manager
+        #: retries a quarantined market on its lifecycle change)
+        self.on_lifecycle: Callable[[str], None] | None = None
 
     # ---- queries ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -250,6 +253,14 @@ class MarketRegistry:
         if rows:
             await self._series_sink.put_many(rows)
 
+    def _mve(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Kalshi lists multivariate (combo) markets in /markets unless asked not to; we leave
+        them out unless configured (``registry.multivariate``). ``mve_filter=exclude`` is the
+        one filter ``min_updated_ts`` combines with (kalshi-protocol.md §3.2)."""
+        if self._cfg.multivariate == "exclude":
+            return {**params, "mve_filter": "exclude"}
+        return params
+
     async def full_sync(self) -> int:
         """Load every series, event and market (configured statuses); returns the market count."""
         t0 = time.monotonic()
@@ -272,7 +283,8 @@ class MarketRegistry:
             n = 0
             for status in self._cfg.statuses:
                 async for page in _prefetched(self._rest.paginate(
-                        "/markets", {"status": status}, "markets", limit=self._cfg.page_limit)):
+                        "/markets", self._mve({"status": status}), "markets",
+                        limit=self._cfg.page_limit)):
                     n += await self._ingest_markets(page)
         finally:
             self._m.market_registry_reconciling.set(0)
@@ -296,8 +308,8 @@ class MarketRegistry:
         n = 0
         self._m.market_registry_reconciling.set(1)
         try:
-            async for page in self._rest.paginate("/markets", {"min_updated_ts": since_s}, "markets",
-                                                  limit=self._cfg.page_limit):
+            async for page in self._rest.paginate("/markets", self._mve({"min_updated_ts": since_s}),
+                                                  "markets", limit=self._cfg.page_limit):
                 n += await self._ingest_markets(page)
             async for page in self._rest.paginate("/events", {"min_updated_ts": since_s}, "events",
                                                   limit=min(200, self._cfg.page_limit)):
@@ -346,6 +358,8 @@ class MarketRegistry:
         self._dirty.add(t)
         self._dirty_event.set()
         self._update_gauges()
+        if self.on_lifecycle is not None:
+            self.on_lifecycle(t)
 
     async def _fetch_dirty(self) -> None:
         """Fetch the full REST objects of markets touched by lifecycle frames, 100 per call."""

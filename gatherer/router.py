@@ -75,6 +75,7 @@ from shared.kalshi.models import (
     Duplicate,
     ErrorFrame,
     Lifecycle,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -232,6 +233,7 @@ class Router:
             r: metrics.router_parse_errors_total.labels(reason=r) for r in REJECT_REASONS
         }
         self._n = dict.fromkeys(_ROUTED_TYPES, 0)
+        self._ts_missing = 0
         self._pending_n = 0
         self._last_flush = clock()
 
@@ -299,6 +301,13 @@ class Router:
                 await self._on_gap(conn, ev)  # type: ignore[arg-type]
             elif cls is Duplicate:
                 conn.dups.inc()
+            elif cls is MissingTimestamp:
+                # Kalshi may omit ts/ts_ms (both optional): the delta that follows is stored
+                # with its receive time as exchange time, counted, and not resynced.
+                self._ts_missing += 1
+                self._rl.log(logging.WARNING, "ts_missing", "orderbook delta without ts/ts_ms; "
+                             "stored with its receive time", now=self._clock(),
+                             conn_id=conn.conn_id, ticker=ev.ticker)  # type: ignore[union-attr]
             elif cls is Rejected:
                 await self._on_rejected(conn, ev)  # type: ignore[arg-type]
             else:
@@ -644,6 +653,11 @@ class Router:
             return None
         return m.book
 
+    def books_held(self) -> int:
+        """Markets with a clean reconstructed book (a snapshot applied, owned, not dirty)."""
+        return sum(1 for m in self._markets.values()
+                   if m.book is not None and m.owner is not None and not m.dirty)
+
     def compare(self, snapshot: SnapshotRow, depth: int | None = None) -> BookDiff | None:
         """Diff a (REST) snapshot against our book; None when we have no clean book to compare.
         The caller counts a non-empty diff and calls ``request_resync``."""
@@ -667,6 +681,9 @@ class Router:
             if c:
                 self._routed[t].inc(c)
                 n[t] = 0
+        if self._ts_missing:
+            self._m.router_delta_timestamps_missing_total.inc(self._ts_missing)
+            self._ts_missing = 0
         self._pending_n = 0
         self._last_flush = self._clock()
 

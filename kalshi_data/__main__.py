@@ -20,13 +20,14 @@ from kalshi_data import (
     healthcheck,
     import_cmd,
     migrate,
+    probe_limits,
     query_cmd,
     trades_cmd,
     verify,
 )
 
 COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck, export_cmd, import_cmd, demo, verify,
-                                     gaps, book_cmd, trades_cmd, query_cmd)
+                                     gaps, book_cmd, trades_cmd, query_cmd, probe_limits)
 
 
 def build_parser() -> argparse.ArgumentParser:

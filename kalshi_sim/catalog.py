@@ -13,6 +13,11 @@ Ticker scheme (parseable, so a ticker maps back to its index without a lookup ta
 
 Market indexes only grow; listing in index order therefore keeps pagination stable while new
 markets are created (they appear after every market that existed when paging started).
+
+Multivariate (combo) markets live in their own small, static index space ``j`` (Kalshi lists
+them in ``/markets`` unless ``mve_filter=exclude``; their events are not in ``/events``)::
+
+    series  KXMVESIM        event  KXMVESIM-S{j:07d}        market  {event}-COMBO
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ PRESETS: dict[str, Preset] = {
     "large": Preset("large", 2_000, 30_000, 300_000, 3_000.0, 3.0, 3_000),
     "xl": Preset("xl", 5_000, 100_000, 1_000_000, 5_000.0, 5.0, 10_000),
 }
+
+MVE_SERIES = "KXMVESIM"
+MVE_COLLECTION = "KXMVESIMCOMBO"
 
 LINEAR_CENT = [("0.0000", "1.0000", "0.0100")]
 TAPERED_DECI_CENT = [
@@ -128,7 +136,8 @@ class Catalog:
     before it, markets created by the engine record their own birth via :meth:`add_market`.
     """
 
-    def __init__(self, preset: Preset, seed: int, start_ms: int, profile: str) -> None:
+    def __init__(self, preset: Preset, seed: int, start_ms: int, profile: str,
+                 n_mve: int | None = None) -> None:
         self.preset = preset
         self.seed = seed
         self.start_ms = start_ms
@@ -139,6 +148,7 @@ class Catalog:
         self.count = preset.n_markets
         self._born: dict[int, tuple[int, int, int]] = {}  # index -> (created, open, close) ms
         self._last: MarketStatic | None = None  # the last static() (immutable; one entry)
+        self.n_mve = max(5, preset.n_markets // 100) if n_mve is None else n_mve
 
     # --- naming -------------------------------------------------------------------------
     def series_ticker(self, s: int) -> str:
@@ -177,6 +187,37 @@ class Catalog:
             return None
         s = int(ticker[5:])
         return s if s < self.n_series else None
+
+    # --- multivariate (combo) markets ---------------------------------------------------------
+    def mve_event_ticker(self, j: int) -> str:
+        return f"{MVE_SERIES}-S{j:07d}"
+
+    def mve_ticker(self, j: int) -> str:
+        return f"{self.mve_event_ticker(j)}-COMBO"
+
+    def parse_mve(self, ticker: str) -> int | None:
+        """Index of a multivariate market, or None."""
+        if not ticker.startswith(MVE_SERIES + "-S") or not ticker.endswith("-COMBO"):
+            return None
+        tail = ticker[len(MVE_SERIES) + 2:-len("-COMBO")]
+        if len(tail) != 7 or not tail.isdigit() or int(tail) >= self.n_mve:
+            return None
+        return int(tail)
+
+    def mve_static(self, j: int) -> MarketStatic:
+        """A combo market: open for the whole run, never traded by the engine (its book is
+        empty); the legs it combines are two ordinary markets (``mve_legs``)."""
+        r = _rng(self.seed, j, 3)
+        created = self.start_ms - r.randrange(3_600_000, 86_400_000)
+        return MarketStatic(
+            index=-1 - j, ticker=self.mve_ticker(j), event_ticker=self.mve_event_ticker(j),
+            series_ticker=MVE_SERIES, market_id=uuid4_text(r.bits128()),
+            created_ms=created, open_ms=created, close_ms=self.start_ms + 30 * 86_400_000,
+            structure="linear_cent", fractional=False, floor_strike=0, initial=True)
+
+    def mve_legs(self, j: int) -> tuple[int, int]:
+        n = self.n_initial
+        return (j * 7) % n, (j * 13 + 1) % n
 
     def event_markets(self, e: int) -> range:
         return range(e * self.mpe, min((e + 1) * self.mpe, self.count))

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .catalog import ONE_DOLLAR, Catalog, MarketStatic, price_ranges
+from .catalog import MVE_COLLECTION, ONE_DOLLAR, Catalog, MarketStatic, price_ranges
 from .engine import Delta, EventLifecycle, Lifecycle, MarketState, Ticker, Trade
 
 FP2026 = "fp2026"
@@ -177,12 +177,20 @@ class Encoder:
         return self._sec_bytes
 
     # --- WebSocket bodies -----------------------------------------------------------------
-    def delta_body(self, d: Delta, market_id: str) -> bytes:
+    def delta_body(self, d: Delta, market_id: str, no_ts: bool = False) -> bytes:
+        """``no_ts``: leave out ``ts`` and ``ts_ms`` (both optional in the AsyncAPI schema)."""
         if self.legacy:
-            return orjson.dumps({
+            m: dict[str, Any] = {
                 "market_ticker": d.ticker, "market_id": market_id, "price": d.price // 100,
                 "delta": d.delta // 100, "side": d.side,
-                "ts": self._iso_us(d.ts_us)[:-1] + "000Z",
+            }
+            if not no_ts:
+                m["ts"] = self._iso_us(d.ts_us)[:-1] + "000Z"
+            return orjson.dumps(m)
+        if no_ts:
+            return orjson.dumps({
+                "market_ticker": d.ticker, "market_id": market_id,
+                "price_dollars": self._d(d.price), "delta_fp": self._c(d.delta), "side": d.side,
             })
         ticker, mid = self._ids_b(d.ticker, market_id)
         us = d.ts_us
@@ -318,6 +326,20 @@ class Encoder:
         }
         if s.result:
             m["settlement_value_dollars"] = "1.0000" if s.result == "yes" else "0.0000"
+        # Every field Kalshi's Market schema requires, in both profiles (its OpenAPI 3.13.0);
+        # legacy2025 adds the older integer twins beside them, as servers did through 2025.
+        d, c = self._d, self._c
+        m.update({
+            "yes_bid_dollars": d(yb), "yes_ask_dollars": d(ya),
+            "no_bid_dollars": d(nb), "no_ask_dollars": d(na),
+            "yes_bid_size_fp": c(ybs), "yes_ask_size_fp": c(nbs),
+            "last_price_dollars": d(s.last_price),
+            "previous_yes_bid_dollars": d(yb), "previous_yes_ask_dollars": d(ya),
+            "previous_price_dollars": d(s.prev_price),
+            "volume_fp": c(s.volume), "volume_24h_fp": c(s.volume),
+            "open_interest_fp": c(s.oi), "notional_value_dollars": "1.0000",
+            "liquidity_dollars": "0.0000",
+        })
         if self.legacy:
             m.update({
                 "yes_bid": yb // 100, "yes_ask": ya // 100, "no_bid": nb // 100,
@@ -326,23 +348,22 @@ class Encoder:
                 "previous_price": s.prev_price // 100, "volume": s.volume // 100,
                 "volume_24h": s.volume // 100, "open_interest": s.oi // 100,
                 "notional_value": 100, "liquidity": 0, "risk_limit_cents": 0,
-                "yes_bid_dollars": dollars(yb), "yes_ask_dollars": dollars(ya),
-                "no_bid_dollars": dollars(nb), "no_ask_dollars": dollars(na),
-                "last_price_dollars": dollars(s.last_price), "category": "Simulated",
+                "category": "Simulated",
             })
         else:
-            d, c = self._d, self._c
-            m.update({
-                "yes_bid_dollars": d(yb), "yes_ask_dollars": d(ya),
-                "no_bid_dollars": d(nb), "no_ask_dollars": d(na),
-                "yes_bid_size_fp": c(ybs), "yes_ask_size_fp": c(nbs),
-                "last_price_dollars": d(s.last_price),
-                "previous_yes_bid_dollars": d(yb), "previous_yes_ask_dollars": d(ya),
-                "previous_price_dollars": d(s.prev_price),
-                "volume_fp": c(s.volume), "volume_24h_fp": c(s.volume),
-                "open_interest_fp": c(s.oi), "notional_value_dollars": "1.0000",
-                "liquidity_dollars": "0.0000", "is_provisional": False,
-            })
+            m["is_provisional"] = False
+        return m
+
+    def mve_market(self, j: int, status: str) -> dict[str, Any]:
+        """A multivariate (combo) market: the ordinary Market object plus its collection and
+        the legs it combines (``mve_collection_ticker``, ``mve_selected_legs``)."""
+        cat = self.catalog
+        st = cat.mve_static(j)
+        m = self.market(MarketState(st, {}, {}), status)
+        m["mve_collection_ticker"] = MVE_COLLECTION
+        m["mve_selected_legs"] = [
+            {"event_ticker": cat.event_ticker(i // cat.mpe), "market_ticker": cat.market_ticker(i),
+             "side": "yes"} for i in cat.mve_legs(j)]
         return m
 
     def event(self, e: int, now_ms: int) -> dict[str, Any]:
@@ -373,64 +394,69 @@ class Encoder:
         ns = sorted(no.items())
         if depth > 0:  # keep the N best levels (best = highest price = last)
             ys, ns = ys[-depth:], ns[-depth:]
-        if self.legacy:
-            return {"orderbook": {
+        out: dict[str, Any] = {"orderbook_fp": {
+            "yes_dollars": [[dollars(p), fp(c)] for p, c in ys],
+            "no_dollars": [[dollars(p), fp(c)] for p, c in ns],
+        }}
+        if self.legacy:  # the 2025 envelope beside the one the schema requires
+            out["orderbook"] = {
                 "yes": [[p // 100, c // 100] for p, c in ys] or None,
                 "no": [[p // 100, c // 100] for p, c in ns] or None,
                 "yes_dollars": [[f"{p / 10_000:.2f}", c // 100] for p, c in ys] or None,
                 "no_dollars": [[f"{p / 10_000:.2f}", c // 100] for p, c in ns] or None,
-            }}
-        return {"orderbook_fp": {
-            "yes_dollars": [[dollars(p), fp(c)] for p, c in ys],
-            "no_dollars": [[dollars(p), fp(c)] for p, c in ns],
-        }}
+            }
+        return out
 
     def trade(self, t: Trade, skew_us: int) -> dict[str, Any]:
-        base: dict[str, Any] = {"trade_id": t.trade_id, "ticker": t.ticker, "taker_side": t.taker_side,
-                "created_time": iso_us(t.ts_us + skew_us)}
-        if self.legacy:
+        base: dict[str, Any] = {
+            "trade_id": t.trade_id, "ticker": t.ticker, "taker_side": t.taker_side,
+            "created_time": iso_us(t.ts_us + skew_us), "count_fp": fp(t.qty),
+            "yes_price_dollars": dollars(t.yes_price),
+            "no_price_dollars": dollars(ONE_DOLLAR - t.yes_price)}
+        if self.legacy:  # integer twins; the outcome/book sides came in May 2026
             base.update({"count": t.qty // 100, "yes_price": t.yes_price // 100,
                          "no_price": (ONE_DOLLAR - t.yes_price) // 100})
         else:
-            base.update({
-                "count_fp": fp(t.qty), "yes_price_dollars": dollars(t.yes_price),
-                "no_price_dollars": dollars(ONE_DOLLAR - t.yes_price),
-                "taker_outcome_side": t.taker_side,
-                "taker_book_side": "bid" if t.taker_side == "yes" else "ask",
-            })
+            base.update({"taker_outcome_side": t.taker_side,
+                         "taker_book_side": "bid" if t.taker_side == "yes" else "ask"})
         return base
 
-    def candle(self, end_s: int, c: list[int | None] | None, prev: int | None) -> dict[str, Any]:
-        def d(v: int | None) -> Any:
-            if v is None:
-                return None
-            return v // 100 if self.legacy else dollars(v)
+    def candle(self, end_s: int, c: list[int | None] | None,
+               prev: list[int | None] | None) -> dict[str, Any]:
+        """One MarketCandlestick. ``c`` None = the synthetic candle ``include_latest_before_start``
+        prepends: price OHLC null, ``previous`` = the last real close, and the quotes projected
+        forward from that candle (its closing bid/ask). ``prev`` is the previous real bucket.
 
-        sfx = "" if self.legacy else "_dollars"
+        Both profiles carry the fixed-point fields Kalshi's schema requires; legacy2025 adds the
+        older integer twins (cents, whole contracts) beside them, as servers did in 2025."""
+        pc = None if prev is None else prev[3]
         if c is None:
-            price = {f"{k}{sfx}": None for k in ("open", "low", "high", "close", "mean",
-                                                    "min", "max")}
-            price[f"previous{sfx}"] = d(prev)
-            ob: dict[str, Any] = {f"{k}{sfx}": None for k in ("open", "low", "high", "close")}
-            out = {"end_period_ts": end_s, "yes_bid": ob, "yes_ask": dict(ob), "price": price}
-            vol, oi = 0, 0
+            yb = None if prev is None else prev[11]
+            ya = None if prev is None else prev[15]
+            quotes = ((yb, yb, yb, yb), (ya, ya, ya, ya))
+            price: tuple[int | None, ...] = (None,) * 7
+            vol, oi = 0, 0 if prev is None else (prev[7] or 0)
         else:
+            quotes = ((c[8], c[9], c[10], c[11]), (c[12], c[13], c[14], c[15]))
             mean = (c[4] or 0) // (c[5] or 1)
-            out = {
-                "end_period_ts": end_s,
-                "yes_bid": {f"open{sfx}": d(c[8]), f"high{sfx}": d(c[9]), f"low{sfx}": d(c[10]),
-                            f"close{sfx}": d(c[11])},
-                "yes_ask": {f"open{sfx}": d(c[12]), f"high{sfx}": d(c[13]),
-                            f"low{sfx}": d(c[14]), f"close{sfx}": d(c[15])},
-                "price": {f"open{sfx}": d(c[0]), f"high{sfx}": d(c[1]), f"low{sfx}": d(c[2]),
-                          f"close{sfx}": d(c[3]), f"mean{sfx}": d(mean),
-                          f"previous{sfx}": d(prev), f"min{sfx}": d(c[2]), f"max{sfx}": d(c[1])},
-            }
+            price = (c[0], c[1], c[2], c[3], mean, c[2], c[1])
             vol, oi = c[6] or 0, c[7] or 0
+        out: dict[str, Any] = {"end_period_ts": end_s}
+        for name, (o, h, lo, cl) in zip(("yes_bid", "yes_ask"), quotes, strict=True):
+            out[name] = self._ohlc(("open", "high", "low", "close"), (o, h, lo, cl))
+        out["price"] = self._ohlc(("open", "high", "low", "close", "mean", "min", "max",
+                                   "previous"), (*price, pc))
+        out["volume_fp"] = fp(vol)
+        out["open_interest_fp"] = fp(oi)
         if self.legacy:
             out["volume"] = vol // 100
             out["open_interest"] = oi // 100
-        else:
-            out["volume_fp"] = fp(vol)
-            out["open_interest_fp"] = fp(oi)
         return out
+
+    def _ohlc(self, names: tuple[str, ...], values: tuple[int | None, ...]) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for k, v in zip(names, values, strict=True):
+            d[f"{k}_dollars"] = None if v is None else dollars(v)
+            if self.legacy:
+                d[k] = None if v is None else v // 100
+        return d

@@ -58,6 +58,8 @@ class Faults:
         self.seq_channel: dict[str, str | None] = {}
         self.seq_key: dict[str, str | None] = {}  # seq fault -> only sockets of this API key
         self.rest_5xx_status = 500
+        self.rest_5xx_path: str | None = None
+        self.refused_markets: set[str] = set()
         self.rest_hang_s = 30.0
         self.refuse_until: float = 0.0  # monotonic seconds
         self.refuse_count = 0
@@ -218,9 +220,17 @@ class Faults:
         """The next ``n`` REST requests get 429 (a storm), whatever their budget."""
         self.pending["rest_429"] += n
 
-    def rest_5xx(self, n: int = 1, status: int = 500) -> None:
+    def rest_5xx(self, n: int = 1, status: int = 500, path: str | None = None) -> None:
+        """The next ``n`` REST requests (to ``path`` only, e.g. ``/historical/trades``, when
+        given: a path relative to /trade-api/v2) get ``status``."""
         self.pending["rest_5xx"] += n
         self.rest_5xx_status = status
+        self.rest_5xx_path = path
+
+    def refuse_markets(self, tickers: list[str] | None = None) -> None:
+        """From now on refuse subscribe/add_markets naming any of ``tickers`` (error 11, as for
+        a closed market); ``None`` or ``[]`` lifts the refusal."""
+        self.refused_markets = set(tickers or ())
 
     def rest_reset(self, n: int = 1) -> None:
         """The next ``n`` REST requests get their TCP connection reset, no response."""
@@ -285,6 +295,7 @@ class Faults:
         "drop_connections", "refuse_connections", "slow_consumer", "mute", "stop_pings", "stop_pongs",
         "skip_seq", "duplicate_seq", "reorder_seq", "send_malformed", "send_truncated",
         "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
+        "refuse_markets",
         "rest_truncate", "reset_seq", "maintenance",
         "clock_skew", "withhold_next", "chaos",
     )

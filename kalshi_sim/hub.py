@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .catalog import ONE_DOLLAR
 from .config import SimConfig
 from .encode import Encoder, frame, noseq_template, seq_template
 from .engine import Delta, Engine, Event, EventLifecycle, Lifecycle, Ticker, Trade
@@ -47,6 +48,17 @@ class Hub:
     # --- lookups --------------------------------------------------------------------------
     def market_index(self, ticker: str) -> int | None:
         return self.engine.catalog.parse_market(ticker)
+
+    def is_mve(self, ticker: str) -> bool:
+        return self.engine.catalog.parse_mve(ticker) is not None
+
+    def market_status(self, i: int) -> str:
+        s = self.engine.states.get(i)
+        if s is not None:
+            return self.engine.status_of(s)
+        st = self.engine.catalog.static(i)
+        now = self.engine.now_ms
+        return "initialized" if now < st.open_ms else ("closed" if now >= st.close_ms else "active")
 
     def market_id(self, ticker: str) -> str:
         i = self.market_index(ticker)
@@ -132,7 +144,7 @@ class Hub:
     def deliver(self, sub: Sub, type_: str, body: bytes, id_: int | None = None) -> None:
         """One frame to one subscriber; the general path (command ``id``, seq faults)."""
         f = self.faults
-        if not id_ and not f.seq_armed:
+        if not id_ and not f.seq_armed and not f.muted:
             self.fan_out((sub,), self.templates(type_), body)
             return
         if not sub.alive:
@@ -169,7 +181,8 @@ class Hub:
         if i is None:
             return
         s = self.engine.view(i)
-        body = self.enc.snapshot_body(ticker, s.st.market_id, s.yes, s.no)
+        no = {ONE_DOLLAR - p: c for p, c in s.no.items()} if sub.yes_scale else s.no
+        body = self.enc.snapshot_body(ticker, s.st.market_id, s.yes, no)
         self.deliver(sub, "orderbook_snapshot", body, id_)
 
     def send_ticker(self, sub: Sub, ticker: str) -> None:
@@ -187,7 +200,8 @@ class Hub:
         f = self.faults
         # Nothing arms a seq fault during this synchronous call (faults arrive through the
         # loop); one consumed mid-batch only sends the rest through the general path.
-        fan = self._fan_each if f.seq_armed else self.fan_out
+        # (a muted channel goes through deliver too: fan_out does not look at mutes)
+        fan = self._fan_each if f.seq_armed or f.muted else self.fan_out
         ob = self.by_ticker["orderbook_delta"]
         tk_idx = self.by_ticker["ticker"]
         tr_idx = self.by_ticker["trade"]
@@ -197,6 +211,7 @@ class Hub:
         delta_t = self.templates("orderbook_delta")
         trade_t = self.templates("trade")
         ticker_t = self.templates("ticker")
+        no_ts_per_m = int(self.conf.delta_no_ts_share * 1_000_000)
         for ev in events:
             t = type(ev)
             if t is Delta:
@@ -207,8 +222,20 @@ class Hub:
                     self.truth.mark_withheld("delta", n)
                     continue
                 if subs:
-                    body = enc.delta_body(ev, states[ev.idx].st.market_id)  # type: ignore[union-attr,arg-type]
-                    fan(subs, delta_t, body)
+                    mid = states[ev.idx].st.market_id  # type: ignore[union-attr]
+                    # knob delta_no_ts_share: a deterministic share of deltas carry no ts/ts_ms
+                    no_ts = bool(no_ts_per_m) and (n * 2_654_435_761) % 1_000_000 < no_ts_per_m
+                    if no_ts:
+                        f.count("delta_no_ts")
+                    body = enc.delta_body(ev, mid, no_ts)  # type: ignore[arg-type]
+                    if ev.side == "no" and any(s.yes_scale for s in subs):  # type: ignore[union-attr]
+                        # use_yes_price subscribers get the NO price on the YES scale
+                        body_y = enc.delta_body(
+                            ev._replace(price=ONE_DOLLAR - ev.price), mid, no_ts)  # type: ignore[union-attr,arg-type]
+                        fan([s for s in subs if not s.yes_scale], delta_t, body)
+                        fan([s for s in subs if s.yes_scale], delta_t, body_y)
+                    else:
+                        fan(subs, delta_t, body)
             elif t is Trade:
                 n = self.trade_n
                 self.trade_n += 1
@@ -281,6 +308,9 @@ class Hub:
         for sess in self.sessions:
             sess.push(data, binary)
         return len(self.sessions)
+
+    def connections_of(self, key_id: str | None) -> int:
+        return sum(1 for s in self.sessions if s.key_id == key_id)
 
     def stats(self) -> dict[str, int]:
         return {"connections": len(self.sessions), "frames": self.frames,

@@ -63,7 +63,7 @@ class Simulator:
         self.conf = conf
         preset = PRESETS[conf.preset]
         start_ms = conf.start_ms if conf.start_ms is not None else int(time.time()) * 1000
-        self.catalog = Catalog(preset, conf.seed, start_ms, conf.profile)
+        self.catalog = Catalog(preset, conf.seed, start_ms, conf.profile, conf.mve_markets)
         self.engine = Engine(
             self.catalog, seed=conf.seed,
             rate=conf.rate if conf.rate is not None else preset.rate,
@@ -81,8 +81,11 @@ class Simulator:
         self.keys = KeyRegistry(conf.auth_skew_ms)
         if conf.key_dir:
             self.keys.load_dir(conf.key_dir)
-        self.limiter = RateLimiter(conf.tier, conf.rate_limit_burst_s, conf.retry_after_header,
-                                   conf.go_style_429)
+        self.limiter = RateLimiter(
+            conf.tier, read_bucket_s=conf.read_bucket_s, write_bucket_s=conf.write_bucket_s,
+            default_cost=conf.default_cost, costs=dict(conf.endpoint_costs),
+            batch_endpoints=conf.batch_endpoints, retry_after=conf.retry_after_header,
+            go_style_body=conf.go_style_429)
         self.hub = Hub(conf, self.engine, self.encoder, self.truth, self.faults)
         self.ws = WsEndpoint(conf, self.hub, self.keys, self.faults, self.server_now_ms)
         self.rest = RestApi(conf, self.engine, self.encoder, self.truth, self.keys,

@@ -17,7 +17,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
@@ -107,7 +107,9 @@ class WsEndpoint:
         self.faults = faults
         self.now_ms = now_ms
         self.conns: dict[Session, _Conn] = {}
-        self.counters = {"ws_auth_rejected": 0, "ws_pong_timeouts": 0, "ws_accepted": 0}
+        self.counters = {"ws_auth_rejected": 0, "ws_pong_timeouts": 0, "ws_accepted": 0,
+                         "ws_conn_limited": 0}
+        self._opening: Counter[str | None] = Counter()
         hub.dropper = self.drop
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -126,8 +128,20 @@ class WsEndpoint:
                 st = self.conf.ws_auth_reject_status
                 return web.Response(status=st, text="Forbidden\n" if st == 403 else
                                     "Unauthorized\n")
+        cap = self.conf.ws_max_connections
+        if cap and key_id is not None and \
+                self.hub.connections_of(key_id) + self._opening.get(key_id, 0) >= cap:
+            # Kalshi limits sockets per key without publishing the number; the refusal is an
+            # HTTP 429 at the upgrade (kalshi-protocol.md §8).
+            self.counters["ws_conn_limited"] += 1
+            self.faults.count("ws_conn_limited")
+            return web.Response(status=429, text="Too Many Requests\n")
         ws = web.WebSocketResponse(autoping=False, max_msg_size=1 << 20, compress=False)
-        http = await ws.prepare(request)
+        self._opening[key_id] += 1  # holds the slot while the upgrade completes
+        try:
+            http = await ws.prepare(request)
+        finally:
+            self._opening[key_id] -= 1
         self.counters["ws_accepted"] += 1
         wake = asyncio.Event()
         session = Session(self.hub, authed, wake.set, key_id=key_id)

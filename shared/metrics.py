@@ -48,7 +48,8 @@ KALSHI_WS_ERROR_CODES = tuple(str(c) for c in (*range(1, 6), *range(7, 16), *ran
 LIFECYCLE_TYPES = ("created", "activated", "deactivated", "close_date_updated", "determined", "settled",
                    "price_level_structure_updated", "metadata_updated", "event_lifecycle", "event_fee_update")
 # Every REST path template the gatherer calls (the endpoint label of the REST metrics)
-REST_ENDPOINTS = ("/series", "/events", "/markets", "/exchange/status", "/account/limits",
+REST_ENDPOINTS = ("/series", "/events", "/markets", "/exchange/status", "/account/limits", "/account/endpoint_costs",
+                  "/historical/cutoff",
                   "/markets/orderbooks", "/markets/{ticker}/orderbook", "/markets/trades", "/historical/trades")
 # rest_requests_total{status}: the outcomes that are not an HTTP status, plus success and 429
 REST_STATUSES = ("200", "429", "timeout", "error", "bad_body")
@@ -149,6 +150,23 @@ class GathererMetrics(DbPoolMetrics):
         self.conn_manager_subscribe_errors_total = Counter(
             "conn_manager_subscribe_errors_total", "Error frames answering a command",
             ["channel", "error_code"], registry=r)
+        # Kalshi's unpublished WebSocket limits, as learnt from its answers (issue #14)
+        self.conn_manager_markets_per_subscription = Gauge(
+            "conn_manager_markets_per_subscription", "Markets we put in one orderbook "
+            "subscription (lowered towards the exchange's limit on error 26)", registry=r)
+        self.conn_manager_commands_per_second = Gauge(
+            "conn_manager_commands_per_second", "Commands per second we send on one socket "
+            "(lowered on error 27)", registry=r)
+        self.conn_manager_parked_connections = Gauge(
+            "conn_manager_parked_connections", "Orderbook sockets not opened: over the per-key "
+            "socket limit (configured, or learnt from handshake 429s)", registry=r)
+        self.conn_manager_quarantined_markets = Gauge(
+            "conn_manager_quarantined_markets", "Open markets the exchange refuses to subscribe, "
+            "waiting for a lifecycle change or the retry timer", registry=r)
+        self.conn_manager_quarantine_total = Counter(
+            "conn_manager_quarantine_total", "Markets quarantined after a refused subscribe "
+            "(named: the error named them; bisected: found by splitting the command)",
+            ["reason"], registry=r)
         # router
         self.router_messages_routed_total = Counter(
             "router_messages_routed_total", "Frames decoded and routed", ["type"], registry=r)
@@ -158,6 +176,9 @@ class GathererMetrics(DbPoolMetrics):
             "router_unknown_messages_total", "Frames of an unknown type", registry=r)
         self.router_duplicates_total = Counter(
             "router_duplicates_total", "Frames dropped as duplicate/old seq", ["role"], registry=r)
+        self.router_delta_timestamps_missing_total = Counter(
+            "router_delta_timestamps_missing_total", "Orderbook deltas without ts/ts_ms, stored "
+            "with their receive time as exchange time", registry=r)
         # writers
         self.writer_inserts_total = Counter(
             "writer_inserts_total", "Rows committed", ["writer"], registry=r)
@@ -197,6 +218,10 @@ class GathererMetrics(DbPoolMetrics):
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800), registry=r)
         self.poller_book_mismatches_total = Counter(
             "poller_book_mismatches_total", "REST book differed from the WS-reconstructed book", registry=r)
+        self.poller_no_side_convention_mismatches_total = Counter(
+            "poller_no_side_convention_mismatches_total", "WS book's NO side equals the REST book's "
+            "NO side mirrored (1 - price): the WebSocket changed its NO price convention "
+            "(use_yes_price)", registry=r)
         self.backfill_trades_total = Counter(
             "backfill_trades_total", "Trades fetched by REST backfill", registry=r)
         self.backfill_requests_total = Counter(
@@ -209,6 +234,18 @@ class GathererMetrics(DbPoolMetrics):
             registry=r)
         self.rest_rate_limited_total = Counter(
             "rest_rate_limited_total", "429 answers received", registry=r)
+        self.rest_tokens_spent_total = Counter(
+            "rest_tokens_spent_total", "Tokens our requests were billed (Kalshi's cost per "
+            "request, per item on batch endpoints)", ["bucket"], registry=r)
+        self.rest_budget_tokens_per_second = Gauge(
+            "rest_budget_tokens_per_second", "The key's token budget per second (from "
+            "/account/limits, else the configured tier)", ["bucket"], registry=r)
+        self.rest_budget_capacity_tokens = Gauge(
+            "rest_budget_capacity_tokens", "The key's bucket capacity in tokens", ["bucket"],
+            registry=r)
+        self.rest_historical_cutoff_timestamp = Gauge(
+            "rest_historical_cutoff_timestamp", "Kalshi's historical cutoff for trades (unix s): "
+            "older trades are read from /historical/trades", registry=r)
 
     def init_labels(self, writers: Sequence[str], routed_types: Sequence[str] = (),
                     parse_reasons: Sequence[str] = ()) -> None:
@@ -244,6 +281,9 @@ class GathererMetrics(DbPoolMetrics):
                 self.rest_requests_total.labels(endpoint=endpoint, status=status)
         for reason in BACKFILL_REASONS:
             self.backfill_requests_total.labels(reason=reason)
+        for reason in ("named", "bisected"):
+            self.conn_manager_quarantine_total.labels(reason=reason)
+        self.rest_tokens_spent_total.labels(bucket="read")
 
 
 class DeduplicatorMetrics(DbPoolMetrics):

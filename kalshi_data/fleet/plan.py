@@ -363,11 +363,19 @@ def orderbook_pool(preset: str) -> tuple[int, int]:
     return max(1, min(MAX_ORDERBOOK_CONNECTIONS, math.ceil(markets / per_conn))), per_conn
 
 
+def poll_interval(preset: str) -> float:
+    """A snapshot-poll interval the simulator's Basic-tier key can keep: every open market costs
+    10 tokens of a 200 tokens/s budget the gatherer spends at 90 % (README "Kalshi's limits"),
+    plus a fifth for everything else; at least a minute so the demo shows polls early."""
+    return max(60.0, round(PRESET_MARKETS[preset] * 10 / (0.9 * 200) * 1.2))
+
+
 def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_key_file: Path) -> dict[str, Any]:
     """One gatherer's YAML document (gatherer/config.py schema), pointed at the simulator.
 
-    Intervals are shortened from the production defaults so the demo shows snapshot polls,
-    reconciles and backfill sweeps within a minute; everything else keeps its default.
+    Intervals are shortened from the production defaults so the demo shows reconciles and
+    backfill sweeps within a minute; the snapshot poll interval is what the simulator's Basic-tier
+    key can keep for the preset (``poll_interval``); everything else keeps its default.
     """
     orderbook, per_conn = orderbook_pool(plan.preset)
     kalshi: dict[str, Any] = {"env": plan.kalshi_env}
@@ -381,7 +389,7 @@ def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_
         # Against Kalshi itself the production pool sizes (the schema's defaults) apply.
         "connections": {"ticker": 1, "trade": 1, "lifecycle": 1, "orderbook": orderbook,
                         "markets_per_connection": per_conn},
-        "poller": {"interval_s": 60.0},
+        "poller": {"interval_s": poll_interval(plan.preset)},
         "backfill": {"sweep_interval_s": 15.0},
         "registry": {"reconcile_interval_s": 60.0},
         "health": {"host": HOST, "port": svc.health_port},

@@ -20,8 +20,13 @@ seq numbers; a new sid starts at 1):
   and still stores the delta rows, which are real exchange events.
 - ``seq <= last``: emit ``Duplicate(sid, seq)`` and drop the frame (replay).
 - First frame on a sid never announced by ``subscribed``: accepted as the baseline.
-- ``ok``/``unsubscribed`` carry the sid's current seq: equal to ``last`` or ``last + 1`` is normal
-  (whether ``ok`` consumes a seq is unconfirmed, both are tolerated); larger is a gap.
+- ``ok``/``unsubscribed`` carry a seq whose meaning Kalshi does not document: the last seq sent
+  on the sid, or the one the next frame will carry. They never advance ``last``: under either
+  reading the next data frame is then judged correctly (advancing on "next" would drop that
+  frame as a duplicate with no gap signal). A real loss before an ``ok`` shows up on the next
+  data frame; on ``unsubscribed`` (the sid ends) a seq beyond ``last + 1`` is reported as a gap.
+- A delta without ``ts``/``ts_ms`` (both optional) takes its receive time as exchange time and
+  is preceded by ``MissingTimestamp``; it is not rejected.
 - A data frame that fails validation still consumes its seq (it did arrive), and comes out as
   ``Rejected`` carrying sid/ticker so the router can mark that book dirty.
 
@@ -43,6 +48,7 @@ from .models import (
     Duplicate,
     ErrorFrame,
     Lifecycle,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -371,7 +377,7 @@ class Decoder:
             elif v is not None:
                 ts = ts_ms_to_us(v)
             else:
-                v = msg["ts"]  # type: ignore[index]
+                v = msg.get("ts")  # type: ignore[union-attr]
                 # legacy2025 RFC 3339 ("2026-05-28T20:26:40.000005000Z"). The fast path of
                 # units.rfc3339_to_us, inlined with a per-connection cache: a delta in the same
                 # whole second as this connection's previous one (nearly all of them) costs a
@@ -379,7 +385,12 @@ class Decoder:
                 # parser, which validates everything and gives the second's base; seconds and
                 # other shapes take the general legacy rule.
                 head, base = self._second
-                if (
+                if v is None:  # both are optional: keep the delta, stamped when it arrived
+                    ts = rx
+                    if out is None:
+                        out = []
+                    out.append(MissingTimestamp(sid, ticker, rx))
+                elif (
                     type(v) is str
                     and v[:19] == head
                     and v[-1:] == "Z"
@@ -584,15 +595,13 @@ class Decoder:
     def _gap(self, sid: int, expected: int, seq: int, frame_type: str, rx: int) -> SeqGap:
         return SeqGap(sid, expected, seq, frame_type, rx, self._last_at.get(sid), self._channels.get(sid))
 
-    def _reported_seq(self, sid: int, seq: int, frame_type: str, rx: int) -> list[DecodedEvent]:
+    def _ended_seq(self, sid: int, seq: int, rx: int) -> list[DecodedEvent]:
+        """``unsubscribed``'s seq: frames beyond ``last + 1`` were certainly lost (under both
+        readings of that seq); the sid ends here, so this is the last chance to say so."""
         last = self._last_seq.get(sid)
-        out: list[DecodedEvent] = []
         if last is not None and seq > last + 1:
-            out.append(self._gap(sid, last + 1, seq, frame_type, rx))
-        if last is None or seq > last:
-            self._last_seq[sid] = seq
-            self._last_at[sid] = rx
-        return out
+            return [self._gap(sid, last + 1, seq, "unsubscribed", rx)]
+        return []
 
     def _unsubscribed(self, obj: dict[str, Any], raw: bytes | str, rx: int) -> list[DecodedEvent]:
         sid = obj.get("sid")
@@ -604,7 +613,7 @@ class Decoder:
         out: list[DecodedEvent] = []
         if sid is not None:
             if seq is not None:
-                out = self._reported_seq(sid, seq, "unsubscribed", rx)
+                out = self._ended_seq(sid, seq, rx)
             self.forget(sid)
         out.append(Unsubscribed(_int_or_none(obj.get("id")), sid, seq))
         return out
@@ -626,11 +635,8 @@ class Decoder:
         if tickers is None:
             tickers = obj.get("market_tickers")  # older ticker-channel acks put it top-level
         mt = tuple(t for t in tickers if type(t) is str) if type(tickers) is list else None
-        out: list[DecodedEvent] = []
-        if sid is not None and seq is not None:
-            out = self._reported_seq(sid, seq, "ok", rx)
-        out.append(Ok(cid, sid, seq, mt))
-        return out
+        # The seq is reported, never applied: see "Sequence policy" in the module docstring.
+        return [Ok(cid, sid, seq, mt)]
 
     def _error(self, obj: dict[str, Any], raw: bytes | str, rx: int) -> list[DecodedEvent]:
         msg = obj.get("msg")

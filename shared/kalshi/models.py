@@ -30,6 +30,7 @@ __all__ = [
     "Lifecycle",
     "MarketRow",
     "MicroTs",
+    "MissingTimestamp",
     "Ok",
     "Profile",
     "Rejected",
@@ -321,6 +322,17 @@ class Lifecycle:
 
 
 @dataclass(frozen=True, slots=True)
+class MissingTimestamp:
+    """An orderbook delta carried neither ``ts`` nor ``ts_ms`` (both optional in Kalshi's
+    AsyncAPI). Emitted just before its ``DeltaRow``, whose exchange_ts is then the receive
+    time: the delta is kept (no resync), and the substitution is counted."""
+
+    sid: int
+    ticker: str
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A frame that could not be used. reason is one of ``decode.REJECT_REASONS`` (a metric
     label); detail is a short human hint for the log line; raw is the frame as received.
@@ -349,5 +361,6 @@ DecodedEvent = (
     | SeqGap
     | Duplicate
     | Lifecycle
+    | MissingTimestamp
     | Rejected
 )

@@ -23,14 +23,17 @@ locals {
     { for i, id in local.gatherer_ids : "admin-token-${i + 1}" => "${local.secret_path}/admin-token-${i + 1}" },
   )
 
+  # Kalshi's recommended hosts: REST and WebSocket on separate dedicated hosts
+  # (docs.kalshi.com/getting_started/api_environments; the shared api.elections.kalshi.com and
+  # demo-api.kalshi.co hosts still work).
   kalshi_urls = {
     prod = {
-      rest = "https://api.elections.kalshi.com/trade-api/v2"
-      ws   = "wss://api.elections.kalshi.com/trade-api/ws/v2"
+      rest = "https://external-api.kalshi.com/trade-api/v2"
+      ws   = "wss://external-api-ws.kalshi.com/trade-api/ws/v2"
     }
     demo = {
-      rest = "https://demo-api.kalshi.co/trade-api/v2"
-      ws   = "wss://demo-api.kalshi.co/trade-api/ws/v2"
+      rest = "https://external-api.demo.kalshi.co/trade-api/v2"
+      ws   = "wss://external-api-ws.demo.kalshi.co/trade-api/ws/v2"
     }
   }
 

@@ -22,7 +22,8 @@ from kalshi_data.books import book_at
 from shared.config import Environment, parse_config
 from shared.pgcluster import free_port
 
-#: Short intervals so a fault-and-recover cycle fits in seconds.
+#: Short intervals so a fault-and-recover cycle fits in seconds. The REST budget is the key's
+#: own (the simulator's Basic tier, read from /account/limits), as in production.
 FAST: dict[str, Any] = {
     "connections": {"ticker": 1, "trade": 1, "lifecycle": 1, "orderbook": 2,
                     "markets_per_connection": 1000, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
@@ -34,7 +35,6 @@ FAST: dict[str, Any] = {
     "backfill": {"sweep_interval_s": 5.0, "overlap_s": 1.0, "max_window_s": 600.0},
     "registry": {"reconcile_interval_s": 5.0, "statuses": ["open", "unopened"],
                  "exchange_status_interval_s": 2.0},
-    "rate_limit": {"read_per_s": 200.0, "burst": 50},
     "retention": {"interval_s": 3600.0},
     "logging": {"level": "INFO", "format": "text"},
 }

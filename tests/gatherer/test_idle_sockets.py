@@ -19,10 +19,10 @@ async def test_idle_orderbook_sockets_are_not_an_outage(gconf: Any, run_app: Any
         return ws["connections"] == total and ws["healthy"] == total
 
     await h.wait_for(settled, 30, "every socket connected, subscribed or idle")
-    idle = [c for c in app.conns.orderbook if c.idle]
-    busy = [c for c in app.conns.orderbook if c.healthy]
+    idle = [c for c in app.conns.orderbook if not c.desired]
+    busy = [c for c in app.conns.orderbook if c.desired]
     assert idle and busy and len(idle) + len(busy) == 64
-    assert all(not c.desired for c in idle)
+    assert all(c.healthy and c.subscribed_markets() == 0 for c in idle)
     doc_now = app.health.doc()
     assert doc_now["components"]["websocket"]["status"] == "healthy", doc_now
     assert h.metric(app, "conn_manager_connections_healthy", role="orderbook") == 64

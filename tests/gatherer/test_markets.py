@@ -35,7 +35,7 @@ async def test_default_full_sync_knows_the_markets_that_open_after_start(
     kcfg = KalshiConfig(env="sim", rest_url=sim.rest_url, ws_url=sim.ws_url,
                         api_key_id=sim_key.key_id)
     key = load_private_key(sim_key.private_pem.encode(), sim_key.key_id)
-    rest = RestClient(kcfg, key, RateLimitConfig(read_per_s=1000.0, burst=100), m)
+    rest = RestClient(kcfg, key, RateLimitConfig(), m)  # the simulator's Basic budget
     reg = MarketRegistry(RegistryConfig(), rest, m, markets_sink=_Keep(), events_sink=_Keep(),
                          series_sink=_Keep(), now_us=lambda: clock[0])
     try:

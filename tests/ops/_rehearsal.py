@@ -431,8 +431,8 @@ class Rehearsal:
         if name == "gatherer.yaml":
             c = self.clusters[host.name]
             return set_yaml(content, {
-                ("kalshi", "rest_url"): ("https://api.elections.kalshi.com/trade-api/v2", sim_rest),
-                ("kalshi", "ws_url"): ("wss://api.elections.kalshi.com/trade-api/ws/v2", sim_ws),
+                ("kalshi", "rest_url"): ("https://external-api.kalshi.com/trade-api/v2", sim_rest),
+                ("kalshi", "ws_url"): ("wss://external-api-ws.kalshi.com/trade-api/ws/v2", sim_ws),
                 ("database", "host"): (PG_SOCKET_DIR, str(c.socket_dir)),
                 ("database", "port"): (5432, c.port),
                 ("admin", "port"): (8081, host.ports["admin"]),

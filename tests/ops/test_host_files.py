@@ -96,7 +96,7 @@ def test_configs_validate_against_the_service_schemas(host_files: Rendered) -> N
         assert g.gatherer_id == f"gatherer-{i}"
         assert g.kalshi.api_key is not None and g.kalshi.api_key.source == f"aws:kalshi/prod/kalshi-api-key-{i}"
         assert g.admin.token is not None and g.admin.token.source == f"aws:kalshi/prod/admin-token-{i}"
-        assert g.kalshi.rest_base == "https://api.elections.kalshi.com/trade-api/v2"
+        assert g.kalshi.rest_base == "https://external-api.kalshi.com/trade-api/v2"
         assert g.database.host == "/var/run/postgresql" and g.database.user == "gatherer"
         assert g.retention.consumers == ("deduplicator",)
     d = parse_config(host_files.deduplicator_files["/etc/kalshi/deduplicator.yaml"], DeduplicatorConfig, env)

@@ -134,6 +134,10 @@ UNPROVOKABLE: dict[str, str] = {
                           "after ~26 s of retries) while poller_snapshots_fetched_total counts markets, "
                           "so > 5 % over 10m needs far more failed cycles than a run holds (50 markets: "
                           "one good cycle outweighs 2.6 failed ones)",
+    "NoSideConventionMismatch": "the simulator fixes how it treats use_yes_price when it starts "
+                                "(ws_use_yes_price_param), and this run's one simulator honours it; the "
+                                "poller's detection is tested in tests/gatherer/test_kalshi_rules.py "
+                                "(R7) and the rule by promtool (alerts/tests)",
 }
 
 

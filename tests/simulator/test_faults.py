@@ -132,7 +132,9 @@ async def test_buffer_overflow_gives_error_25(make_sim):
 
 
 async def test_stop_pings(make_sim):
-    sim = await make_sim(ping_interval_s=0.02, pong_timeout_s=5)
+    # Watches pings by sending a command per round trip, far above Kalshi's command rate:
+    # the command-rate limit (error 27) is off here, it is not what this test is about.
+    sim = await make_sim(ping_interval_s=0.02, pong_timeout_s=5, ws_cmd_rate=0)
     ws = await open_ws(sim, SimKey(*sim.keygen()))
     pings: list[bytes] = []
     proto = ws.conn.protocol
@@ -229,6 +231,8 @@ async def test_withhold_trade_from_ws_but_not_rest(sim: Simulator, ws_connect, r
     assert sim.fault_counts()["withhold_trade"] == 1
 
 
+# Compares every market's REST book (50 requests): more than a Basic-tier IP's 20-request burst.
+@pytest.mark.sim(anon_tier="premier")
 async def test_withhold_delta_makes_book_diverge(sim: Simulator, ws_connect, rest):
     tickers = sim.market_tickers(status=None, limit=50)
     ws = await ws_connect()

@@ -15,6 +15,7 @@ from shared.kalshi.models import (
     Duplicate,
     ErrorFrame,
     Lifecycle,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -266,14 +267,42 @@ def test_lost_first_frame_after_subscribed_is_a_gap() -> None:
     assert isinstance(evs[0], SeqGap) and (evs[0].expected, evs[0].got) == (1, 2)
 
 
-@pytest.mark.parametrize(("ok_seq", "gap"), [(5, False), (6, False), (8, True)])
-def test_ok_reports_current_seq(ok_seq: int, gap: bool) -> None:
+@pytest.mark.parametrize("ok_seq", [5, 6, 8])
+def test_ok_seq_is_reported_never_applied(ok_seq: int) -> None:
+    """ok's seq is the last one sent or the next one (undocumented): applying it would drop the
+    next delta as a duplicate under the second reading (issue #14, R4). It is never applied; the
+    next data frame says whether anything was lost."""
     dec = Decoder()
     for s in range(1, 6):
         dec.feed(delta(3, s), RX)
     evs = dec.feed(orjson.dumps({"id": 3, "sid": 3, "seq": ok_seq, "type": "ok", "msg": {}}), RX)
+    assert [type(e) for e in evs] == [Ok] and evs[0].seq == ok_seq  # type: ignore[union-attr]
+    assert dec.last_seq(3) == 5
+    nxt = dec.feed(delta(3, 6), RX)
+    assert [type(e) for e in nxt] == [DeltaRow]
+    if ok_seq == 8:  # frames really were lost before the ok: the next frame after it shows it
+        later = dec.feed(delta(3, 9), RX)
+        assert isinstance(later[0], SeqGap) and (later[0].expected, later[0].got) == (7, 9)
+
+
+@pytest.mark.parametrize(("seq", "gap"), [(5, False), (6, False), (8, True)])
+def test_unsubscribed_seq_reports_a_certain_loss(seq: int, gap: bool) -> None:
+    dec = Decoder()
+    for s in range(1, 6):
+        dec.feed(delta(3, s), RX)
+    evs = dec.feed(orjson.dumps({"id": 4, "sid": 3, "seq": seq, "type": "unsubscribed"}), RX)
     assert any(isinstance(e, SeqGap) for e in evs) is gap
-    assert isinstance(evs[-1], Ok)
+    assert isinstance(evs[-1], Unsubscribed) and dec.last_seq(3) is None
+
+
+def test_delta_without_timestamps_takes_its_receive_time() -> None:
+    dec = Decoder()
+    raw = orjson.dumps({"type": "orderbook_delta", "sid": 2, "seq": 1, "msg": {
+        "market_ticker": T1, "price_dollars": "0.4100", "delta_fp": "3.00", "side": "no"}})
+    evs = dec.feed(raw, RX)
+    assert [type(e) for e in evs] == [MissingTimestamp, DeltaRow]
+    assert evs[0] == MissingTimestamp(2, T1, RX)
+    assert evs[1].exchange_ts == RX and evs[1].price == 4100  # type: ignore[union-attr]
 
 
 def test_rejected_frame_consumes_its_seq_and_names_sid_and_ticker() -> None:
