@@ -203,7 +203,9 @@ class Loop:
         out.fired_after_s = round(time.time() - t0, 1)
         out.labels = {k: v for k, v in firing[0]["labels"].items() if k not in ("alertname", "severity", "service")}
         print(f"[prometheus-loop] {name} firing {out.fired_after_s}s after {out.fault} {out.labels}", flush=True)
-        threading.Thread(target=self._notified, args=(name,), daemon=True).start()
+        # the fault holds until Alertmanager has notified: an alert that resolves within
+        # group_wait is never sent, and a loaded machine can take that long
+        self._notified(name)
         return out.fired_after_s
 
     def _notified(self, name: str) -> None:
