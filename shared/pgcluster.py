@@ -140,7 +140,7 @@ def has_timescaledb(bin_dir: Path) -> bool:
         return False
     try:
         out = subprocess.run([str(pg_config), "--pkglibdir", "--sharedir"], capture_output=True, text=True,
-                             timeout=10).stdout.split("\n")
+                             timeout=10, check=False).stdout.split("\n")
     except (OSError, subprocess.TimeoutExpired):
         return False
     if len(out) < 2:
