@@ -99,13 +99,15 @@ def timescale_cluster() -> Iterator[PgCluster]:
         cluster.destroy()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def storage() -> str:
     """The gatherer storage engine of this test: native unless the suite runs both_storages."""
     return "native"
 
 
-@pytest.fixture(scope="session")
+# Function scope on purpose: a session-scoped fixture depending on a parameter that only some
+# suites set would be cached across them (a later native-only test got the TimescaleDB cluster).
+@pytest.fixture
 def pg_cluster(storage: str, request: pytest.FixtureRequest) -> PgCluster:
     """The session cluster for this test's storage engine (see the module docstring)."""
     cluster: PgCluster = request.getfixturevalue("timescale_cluster" if storage == "timescaledb"

@@ -162,6 +162,9 @@ DECLARE
 BEGIN
     FOR p IN SELECT * FROM time_partitions(p_table) WHERE time_partitions.range_end <= cutoff LOOP
         partition_name := (SELECT c.relname FROM pg_class c WHERE c.oid = p.relation);
+        -- No insert may commit between reading the newest cursor and dropping (SHARE waits for
+        -- open inserters and blocks new ones until this transaction ends).
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.relation);
         SELECT * INTO cur FROM newest_cursor(p.relation);
         blocker := ack_blocker(p_table, cur.max_xid, cur.max_seq, p_consumers);
         IF blocker IS NULL THEN
@@ -205,6 +208,7 @@ BEGIN
               WHERE time_partitions.range_end <= cutoff AND NOT time_partitions.is_compressed LOOP
         EXIT WHEN done >= p_max_chunks;
         chunk_name := (SELECT c.relname FROM pg_class c WHERE c.oid = p.relation);
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.relation);  -- as in drop_expired_partitions
         SELECT * INTO cur FROM newest_cursor(p.relation);
         blocker := ack_blocker(p_table, cur.max_xid, cur.max_seq, p_consumers);
         IF blocker IS NULL THEN

@@ -5,9 +5,12 @@ losing nothing."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
@@ -146,3 +149,38 @@ async def test_compression_takes_only_acknowledged_chunks_past_the_age(
     # a second pass finds nothing new to do
     again = await _once(gatherer_pool, m, compress_after_days=1)
     assert again["compressed"] == []
+
+
+def test_a_row_committing_during_the_drop_keeps_its_partition(gatherer_dsn: str) -> None:
+    """A late insert into an expired partition that commits while retention decides must not be
+    dropped unacknowledged: retention locks the partition before reading its newest cursor."""
+    h.query(gatherer_dsn, "SELECT ensure_partitions(7, 40)")
+    _trades(gatherer_dsn, 35, 5)
+    _ack(gatherer_dsn)  # everything committed so far is acknowledged
+    late = psycopg.connect(role_dsn(gatherer_dsn, "gatherer"))
+    try:
+        late.execute("INSERT INTO trades (trade_id, ticker, exchange_ts, yes_price, no_price, count, source, "
+                     "received_at) VALUES (gen_random_uuid(), 'KX-LATE', %s, 5000, 5000, 100, 'rest', 0)",
+                     (_day_start(35) + 7_200_000_000,))  # open: not committed yet
+        result: list[Any] = []
+
+        def retention() -> None:
+            with psycopg.connect(role_dsn(gatherer_dsn, "gatherer"), autocommit=True,
+                                 application_name="retention-under-test") as conn:
+                result.extend(conn.execute("SELECT partition_name, dropped, reason FROM drop_expired_partitions("
+                                           "'trades', 30, ARRAY['deduplicator'])").fetchall())
+
+        t = threading.Thread(target=retention)
+        t.start()
+        # retention is now waiting for the open insert (an event we can see, not a sleep)
+        deadline = time.monotonic() + 30
+        while not h.query(gatherer_dsn, "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                                        "'retention-under-test' AND wait_event_type = 'Lock'")[0][0]:
+            assert time.monotonic() < deadline, "retention never waited for the open insert"
+        late.commit()
+        t.join(60)
+    finally:
+        late.close()
+    # the late row's partition is kept (native also drops its empty expired days)
+    assert [r[2] for r in result if not r[1]] == ["consumer deduplicator has not acknowledged past this partition"]
+    assert h.query(gatherer_dsn, "SELECT count(*) FROM trades WHERE ticker = 'KX-LATE'")[0][0] == 1
