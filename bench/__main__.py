@@ -37,6 +37,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "recovery": (True, False, 300),
     "backpressure": (False, False, 300),
     "archive": (True, False, 300),
+    "storage": (False, True, 420),  # starts its own cluster that preloads TimescaleDB
 }
 DEFAULT = [n for n in BENCHES if n != "archive"]
 REPO = Path(__file__).resolve().parents[1]
