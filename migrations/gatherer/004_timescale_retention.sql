@@ -48,6 +48,10 @@ BEGIN
                        'timescaledb.segmentby = %L, timescaledb.orderby = %L, '
                        'timescaledb.sparse_index = %L)',
                        t.name, 'ticker', t.orderby, 'minmax(ingest_xid)');
+        -- Hardening 4: no age-only policy may compress or drop what a consumer has not merged,
+        -- whoever added it (some releases add a columnstore policy along with the setting).
+        CALL remove_columnstore_policy(t.name::regclass, if_exists => true);
+        PERFORM remove_retention_policy(t.name::regclass, if_exists => true);
     END LOOP;
 END;
 $$;

@@ -47,6 +47,12 @@ def _storage(dsn: str) -> str:
         return str(conn.execute("SELECT storage FROM gatherer_meta").fetchone()[0])  # type: ignore[index]
 
 
+def _jobs_on_hypertables(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        return int(conn.execute("SELECT count(*) FROM timescaledb_information.jobs "  # type: ignore[index]
+                                "WHERE hypertable_name IS NOT NULL").fetchone()[0])
+
+
 def test_installed_but_not_preloaded_auto_uses_native_with_one_notice(unpreloaded_cluster: PgCluster) -> None:
     dsn = _new_db(unpreloaded_cluster)
     notices: list[str] = []
@@ -86,6 +92,7 @@ def test_auto_on_a_preloaded_server_makes_hypertables_with_acked_compression(tim
     dsn = _new_db(timescale_cluster)
     apply_migrations(dsn, "gatherer")
     assert _storage(dsn) == "timescaledb"
+    assert _jobs_on_hypertables(dsn) == 0  # hardening 4: no TimescaleDB age-only policy, ever
     with psycopg.connect(dsn) as conn:
         dims = dict(conn.execute("SELECT hypertable_name, integer_interval FROM timescaledb_information.dimensions"
                                  ).fetchall())
@@ -97,9 +104,6 @@ def test_auto_on_a_preloaded_server_makes_hypertables_with_acked_compression(tim
             segmentby, orderby, index = settings[table]
             assert segmentby == "ticker" and orderby.split(",")[0] == time_column, settings[table]
             assert "ingest_xid" in str(index), index  # the minmax sparse index pull.py relies on
-        # hardening 4: no TimescaleDB age-only retention/compression job, ever
-        assert conn.execute("SELECT count(*) FROM timescaledb_information.jobs "
-                            "WHERE hypertable_name IS NOT NULL").fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM partition_status()").fetchone() == (0,)
 
 
@@ -134,7 +138,11 @@ def test_databases_migrated_before_timescaledb_worked_upgrade(
                      "received_at) VALUES (gen_random_uuid(), 'KX-OLD', now_us() - 35 * %s, 1, 9999, 100, 'ws', 0)",
                      (DAY_US,))
         conn.execute("INSERT INTO trade_ids SELECT trade_id, exchange_ts, ticker FROM trades")
+        if engine == "timescaledb":  # an operator's age-only policy, the kind hardening 4 forbids
+            conn.execute("SELECT add_retention_policy('orderbook_deltas', drop_after => 7 * %s)", (DAY_US,))
     assert apply_migrations(dsn, "gatherer") == ["000_storage.sql", "004_timescale_retention.sql"]
+    if engine == "timescaledb":
+        assert _jobs_on_hypertables(dsn) == 0
     apply_roles(dsn, ROLE_PASSWORDS)
     with psycopg.connect(role_dsn(dsn, "gatherer"), autocommit=True) as conn:
         conn.execute("INSERT INTO sync_acks (consumer, table_name, cursor_xid, cursor_seq, updated_at) "
