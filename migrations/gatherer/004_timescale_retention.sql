@@ -9,7 +9,7 @@
 --
 --   time_partitions(table)                         the table's partitions or chunks with ranges
 --   newest_cursor(relation)                        newest (ingest_xid, ingest_seq) in one of them
---   ack_blocker(table, xid, seq, consumers)        who has not acknowledged that far (NULL: nobody)
+--   ack_blocker(table, relation, consumers[, lock]) who has not acknowledged it all (NULL: nobody)
 --   partition_acks(table, consumers)               per partition/chunk: size, compressed, blocker
 --   drop_expired_partitions(table, days, consumers)      replaces 003's (native only) version
 --   compress_acknowledged_chunks(table, days, consumers[, max]) TimescaleDB; nothing on native
@@ -59,7 +59,7 @@ $$;
 -- Native partitions (named <table>_pYYYYMMDD, one UTC day each; DEFAULT excluded) or TimescaleDB
 -- chunks ([range_start, range_end) in microseconds), oldest first.
 CREATE OR REPLACE FUNCTION time_partitions(p_table TEXT)
-RETURNS TABLE (relation REGCLASS, range_start BIGINT, range_end BIGINT, is_compressed BOOLEAN)
+RETURNS TABLE (relation REGCLASS, name TEXT, range_start BIGINT, range_end BIGINT, is_compressed BOOLEAN)
 LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
 BEGIN
     IF p_table NOT IN (SELECT table_name FROM partitioned_event_tables()) THEN
@@ -67,15 +67,15 @@ BEGIN
     END IF;
     IF (SELECT storage FROM gatherer_meta) = 'timescaledb' THEN
         RETURN QUERY
-            SELECT format('%I.%I', c.chunk_schema, c.chunk_name)::regclass, c.range_start_integer,
-                   c.range_end_integer, c.is_compressed
+            SELECT format('%I.%I', c.chunk_schema, c.chunk_name)::regclass, c.chunk_name::text,
+                   c.range_start_integer, c.range_end_integer, c.is_compressed
               FROM timescaledb_information.chunks c
              WHERE c.hypertable_schema = 'public' AND c.hypertable_name = p_table
              ORDER BY c.range_start_integer;
     ELSE
         RETURN QUERY
-            SELECT s.rel, s.lo, s.lo + 86400000000, false
-              FROM (SELECT c.oid::regclass AS rel,
+            SELECT s.rel, s.relname, s.lo, s.lo + 86400000000, false
+              FROM (SELECT c.oid::regclass AS rel, c.relname::text AS relname,
                            (extract(epoch FROM to_date(substring(c.relname FROM '_p(\d{8})$'), 'YYYYMMDD')::timestamp
                                    AT TIME ZONE 'UTC') * 1000000)::bigint AS lo
                       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -96,24 +96,32 @@ BEGIN
 END;
 $$;
 
--- Why rows up to (p_xid, p_seq) of p_table may not be freed yet: NULL when every consumer in
--- p_consumers has acknowledged that far (or there are no rows: p_xid NULL).
-CREATE OR REPLACE FUNCTION ack_blocker(p_table TEXT, p_xid BIGINT, p_seq BIGINT, p_consumers TEXT[])
+-- Why partition/chunk p_relation of p_table may not be freed yet: NULL when every consumer in
+-- p_consumers has acknowledged past its newest row (or it is empty). With p_lock it first takes a
+-- SHARE lock until the end of the transaction, so no insert can commit between this answer and
+-- dropping or compressing (SHARE waits for open inserters and blocks new ones).
+CREATE OR REPLACE FUNCTION ack_blocker(p_table TEXT, p_relation REGCLASS, p_consumers TEXT[],
+                                       p_lock BOOLEAN DEFAULT false)
 RETURNS TEXT
-LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 DECLARE
-    c TEXT;
+    c    TEXT;
+    cur  RECORD;
 BEGIN
     IF p_consumers IS NULL OR cardinality(p_consumers) = 0 THEN
         RETURN 'no consumers configured';
     END IF;
-    IF p_xid IS NULL THEN
+    IF p_lock THEN
+        EXECUTE format('LOCK TABLE %s IN SHARE MODE', p_relation);
+    END IF;
+    SELECT * INTO cur FROM newest_cursor(p_relation);
+    IF cur.max_xid IS NULL THEN
         RETURN NULL;
     END IF;
     FOREACH c IN ARRAY p_consumers LOOP
         IF NOT EXISTS (SELECT 1 FROM sync_acks a
                         WHERE a.consumer = c AND a.table_name = p_table
-                          AND (a.cursor_xid, a.cursor_seq) >= (p_xid, p_seq)) THEN
+                          AND (a.cursor_xid, a.cursor_seq) >= (cur.max_xid, cur.max_seq)) THEN
             RETURN format('consumer %s has not acknowledged past this partition', c);
         END IF;
     END LOOP;
@@ -129,11 +137,9 @@ RETURNS TABLE (relation REGCLASS, range_start BIGINT, range_end BIGINT, is_compr
 LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
 DECLARE
     p    RECORD;
-    cur  RECORD;
     ts   BOOLEAN := (SELECT storage FROM gatherer_meta) = 'timescaledb';
 BEGIN
     FOR p IN SELECT * FROM time_partitions(p_table) LOOP
-        SELECT * INTO cur FROM newest_cursor(p.relation);
         relation := p.relation;
         range_start := p.range_start;
         range_end := p.range_end;
@@ -146,7 +152,7 @@ BEGIN
         ELSE
             total_bytes := pg_total_relation_size(p.relation);
         END IF;
-        blocker := ack_blocker(p_table, cur.max_xid, cur.max_seq, p_consumers);
+        blocker := ack_blocker(p_table, p.relation, p_consumers);
         RETURN NEXT;
     END LOOP;
 END;
@@ -159,18 +165,13 @@ RETURNS TABLE (partition_name TEXT, dropped BOOLEAN, reason TEXT)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     p       RECORD;
-    cur     RECORD;
     cutoff  BIGINT := now_us() - p_keep_days::bigint * 86400000000;
     ts      BOOLEAN := (SELECT storage FROM gatherer_meta) = 'timescaledb';
     blocker TEXT;
 BEGIN
     FOR p IN SELECT * FROM time_partitions(p_table) WHERE time_partitions.range_end <= cutoff LOOP
-        partition_name := (SELECT c.relname FROM pg_class c WHERE c.oid = p.relation);
-        -- No insert may commit between reading the newest cursor and dropping (SHARE waits for
-        -- open inserters and blocks new ones until this transaction ends).
-        EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.relation);
-        SELECT * INTO cur FROM newest_cursor(p.relation);
-        blocker := ack_blocker(p_table, cur.max_xid, cur.max_seq, p_consumers);
+        partition_name := p.name;
+        blocker := ack_blocker(p_table, p.relation, p_consumers, p_lock => true);
         IF blocker IS NULL THEN
             IF ts THEN
                 -- Exactly this chunk: chunks are disjoint and this one spans [range_start, range_end).
@@ -200,7 +201,6 @@ RETURNS TABLE (chunk_name TEXT, compressed BOOLEAN, reason TEXT)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     p       RECORD;
-    cur     RECORD;
     cutoff  BIGINT := now_us() - p_after_days::bigint * 86400000000;
     done    INTEGER := 0;
     blocker TEXT;
@@ -211,10 +211,8 @@ BEGIN
     FOR p IN SELECT * FROM time_partitions(p_table)
               WHERE time_partitions.range_end <= cutoff AND NOT time_partitions.is_compressed LOOP
         EXIT WHEN done >= p_max_chunks;
-        chunk_name := (SELECT c.relname FROM pg_class c WHERE c.oid = p.relation);
-        EXECUTE format('LOCK TABLE %s IN SHARE MODE', p.relation);  -- as in drop_expired_partitions
-        SELECT * INTO cur FROM newest_cursor(p.relation);
-        blocker := ack_blocker(p_table, cur.max_xid, cur.max_seq, p_consumers);
+        chunk_name := p.name;
+        blocker := ack_blocker(p_table, p.relation, p_consumers, p_lock => true);
         IF blocker IS NULL THEN
             CALL convert_to_columnstore(p.relation, if_not_columnstore => true);
             done := done + 1;

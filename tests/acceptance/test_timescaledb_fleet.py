@@ -9,11 +9,8 @@ to end under the real writers, reader and merge.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -34,23 +31,12 @@ def _one(dsn: str, sql: str) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def _wait(cond: object, timeout: float, what: str) -> None:
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
+    while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.5)
-
-
-@pytest.fixture
-def open_workdir() -> Iterator[Path]:
-    """A work directory the unprivileged PostgreSQL account can reach (pytest's tmp is 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="kalshi-acceptance-ts-"))
-    os.chmod(d, 0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ async def test_older_gatherer_schema_is_refused_alone(pg_cluster: PgCluster, tmp
         assert app.metrics.dedup_errors_total.labels(gatherer="gatherer-2", type="schema")._value.get() >= 1
         # migrating the gatherer lifts the refusal without a restart
         await fetch(g2, "INSERT INTO schema_migrations (version, name, checksum, target) "
-                        "VALUES (3, '003_retention.sql', 'x', 'gatherer') RETURNING 1")
+                        "VALUES (%s, 'newest.sql', 'x', 'gatherer') RETURNING 1", (need,))
         await wait_for(lambda: _has(prod, r2), 10, "gatherer-2 merged after migration")
     finally:
         await app.stop()

@@ -1,5 +1,5 @@
 """Operator-facing behaviour: lifecycle churn, /health + /ready + /metrics, auth rejection,
-the admin API, the raw frame log, partition retention."""
+the admin API, the raw frame log (retention: test_retention.py)."""
 
 from __future__ import annotations
 
