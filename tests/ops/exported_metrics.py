@@ -61,6 +61,7 @@ GATHERER: dict[str, str] = {
     "backfill_trades_total": COUNTER,
     "backfill_requests_total": COUNTER,  # {reason}
     "retention_blocked_partitions": GAUGE,
+    "retention_compression_blocked_chunks": GAUGE,  # TimescaleDB chunks kept uncompressed (unacked)
 }
 
 # `db_pool_*{database}` in observability.md; exported by gatherer and deduplicator alike. The
