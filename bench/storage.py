@@ -9,7 +9,7 @@ machine's noise. Per table (orderbook_deltas, trades):
   TimescaleDB / native;
 - **disk**: bytes per million rows after the last rep, on native partitions (every partition,
   indexes included), on TimescaleDB before compression (``hypertable_size``) and after compressing
-  every chunk with the settings gatherer migration 004 gives it; ``raw`` is uncompressed
+  every chunk with the settings gatherer migration 005 gives it; ``raw`` is uncompressed
   TimescaleDB, ``ours`` compressed, so the ratio is compressed / uncompressed. The seconds
   compression took per million rows are in ``extra`` (a chunk's compression holds back the
   deduplicator's read horizon for that long).

@@ -49,7 +49,7 @@ def _position(cursor: Cursor) -> sql.Composed:
 def _past(cursor: Cursor) -> sql.Composed:
     """Rows past ``cursor``. The second condition is implied by the first; it is there for
     TimescaleDB, whose compressed chunks keep a min/max of ingest_xid per batch (gatherer
-    migration 004): with it the planner skips every compressed batch below the cursor by that
+    migration 005): with it the planner skips every compressed batch below the cursor by that
     metadata instead of decompressing whole chunks on every page, and the recent chunks stay
     index scans (tests/deduplicator/test_timescale_plan.py). On native partitions it is one more
     bound of the same index condition."""

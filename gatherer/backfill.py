@@ -8,9 +8,11 @@ Requests (``router.BackfillRequest`` on one queue) come from:
 
 Windows are measured on our receive clock and converted to exchange time
 (``_exclock.ExchangeClock``), widened by ``overlap_s`` on each side, and queried with
-``GET /markets/trades`` (``min_ts``/``max_ts`` in seconds). Rows go to the trades writer, whose SQL
-is idempotent by ``trade_id`` (hardening 1), so overlap never duplicates. Each backfill is a
-``trade_backfill`` coverage event, recovered when done.
+``RestClient.trades`` (``min_ts``/``max_ts`` in seconds), which reads ``/markets/trades`` and, for
+the part older than Kalshi's historical cutoff, ``/historical/trades``. Rows go to the trades
+writer, whose SQL is idempotent by ``trade_id`` (hardening 1), so overlap never duplicates. Each
+backfill is a ``trade_backfill`` coverage event, recovered when done (its detail names the tiers
+that answered); a tier the window needed failing leaves it unrecovered.
 """
 
 from __future__ import annotations
@@ -83,12 +85,13 @@ class Backfill:
         t0 = time.monotonic()
         n = 0
         ok = True
+        sources: set[str] = set()
         try:
             if tickers is not None and len(tickers) <= PER_MARKET_MAX:
                 for t in tickers:
-                    n += await self._fetch(min_ts, max_ts, t)
+                    n += await self._fetch(min_ts, max_ts, t, sources)
             else:
-                n = await self._fetch(min_ts, max_ts, None)
+                n = await self._fetch(min_ts, max_ts, None, sources)
         except RestError as exc:
             ok = False
             self._rl.log(logging.ERROR, f"fail:{reason}", "trade backfill (%s) failed: %s; the next "
@@ -96,17 +99,19 @@ class Backfill:
         finally:
             self.in_progress -= 1
         await self._coverage.close(eid, window_end=end, recovered=ok,
-                                   detail={"trades": n, "seconds": round(time.monotonic() - t0, 3)})
+                                   detail={"trades": n, "seconds": round(time.monotonic() - t0, 3),
+                                           "sources": sorted(sources)})
         if ok:
             self.last_done_us = self._now()
         log.info("trade backfill (%s): %d trades in %.2f s", reason, n, time.monotonic() - t0,
                  extra={"reason": reason, "trades": n, "ticker": ticker})
         return n
 
-    async def _fetch(self, min_ts: int, max_ts: int, ticker: str | None) -> int:
+    async def _fetch(self, min_ts: int, max_ts: int, ticker: str | None, sources: set[str]) -> int:
         n = 0
-        async for page in self._rest.trades(ticker=ticker, min_ts=min_ts, max_ts=max_ts,
-                                            limit=self._cfg.page_limit):
+        query = self._rest.trades(ticker=ticker, min_ts=min_ts, max_ts=max_ts,
+                                  limit=self._cfg.page_limit)
+        async for page in query:
             rx = self._now()
             rows: list[TradeRow] = []
             for obj in page:
@@ -121,6 +126,7 @@ class Backfill:
                 await self._trades.put_many(rows)
                 self._m.backfill_trades_total.inc(len(rows))
                 n += len(rows)
+        sources |= query.sources
         return n
 
     async def run_requests(self) -> None:

@@ -1,6 +1,6 @@
 """Partition upkeep: partitions ahead, partition health gauges, ack-aware retention and compression.
 
-At start and every ``retention.interval_s``, on either storage engine (gatherer migration 004
+At start and every ``retention.interval_s``, on either storage engine (gatherer migration 005
 holds the SQL; native partitions or TimescaleDB chunks, the same rule for both):
 
 1. ``ensure_partitions(partitions_ahead_days)`` (under a lock timeout, so a busy catalog never

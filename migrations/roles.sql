@@ -65,7 +65,7 @@ BEGIN
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO gatherer;
         GRANT EXECUTE ON FUNCTION ensure_partitions(INTEGER, INTEGER),
                                   drop_expired_partitions(TEXT, INTEGER, TEXT[]) TO gatherer;
-        -- Added by gatherer migration 004 (absent on a database not yet migrated that far).
+        -- Added by gatherer migration 005 (absent on a database not yet migrated that far).
         IF to_regprocedure('prune_trade_ids(integer)') IS NOT NULL THEN
             GRANT EXECUTE ON FUNCTION compress_acknowledged_chunks(TEXT, INTEGER, TEXT[], INTEGER),
                                       prune_trade_ids(INTEGER) TO gatherer;
@@ -80,6 +80,9 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO deduplicator;
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO deduplicator;
         GRANT EXECUTE ON FUNCTION ensure_partitions(INTEGER, INTEGER) TO deduplicator;
+        GRANT EXECUTE ON FUNCTION book_lossy_windows(TEXT), book_state(TEXT, BIGINT, BIGINT),
+                                  book_at(TEXT, BIGINT, INTEGER), to_us(TIMESTAMPTZ), from_us(BIGINT)
+                                  TO deduplicator, analyst;
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO analyst;
         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE ON TABLES TO deduplicator;
         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO analyst;

@@ -8,7 +8,8 @@
 #      machine from the vendored source into a private copy of the machine's PostgreSQL (never
 #      into the system directories); when impossible it says why in one line, and every
 #      TimescaleDB test then fails with that line (they are never skipped);
-#   4. the operations tools the tests run for real (promtool, systemd-analyze), via
+#   4. the operations tools the tests and the demo run for real (promtool, systemd-analyze,
+#      the Prometheus server, Alertmanager + amtool, node exporter), via
 #      scripts/ensure-tools.sh.
 # Fails loudly, naming what is missing, when something cannot be had.
 set -euo pipefail

@@ -45,7 +45,7 @@ from kalshi_data.archive.errors import (
 )
 from kalshi_data.archive.manifest import MANIFEST_NAME, Manifest, Part, columns_of
 from kalshi_data.archive.s3 import S3Store
-from kalshi_data.archive.schema import TableSpec
+from kalshi_data.archive.schema import TableSpec, readable_spec
 from shared.db import classify
 
 log = logging.getLogger("kalshi_data.archive.export")
@@ -73,6 +73,8 @@ class ExportOptions:
     tmp_dir: Path | None = None
     # Test seam: called after the last part is uploaded and before the manifest is written.
     before_manifest: Callable[[], None] | None = field(default=None, compare=False)
+    # Called with the number of rows of each batch read (progress bars).
+    on_rows: Callable[[int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,19 @@ class ExportResult:
     url: str
 
 
+def table_prefix(store: S3Store, spec: TableSpec) -> str:
+    """``[prefix/]table=<name>/``: the Hive-style directory of one table (Athena, Glue, DuckDB,
+    Spark and Arrow read ``table=``/``date=`` path segments as partition columns)."""
+    return store.location.key(f"table={spec.name}") + "/"
+
+
 def day_prefix(store: S3Store, spec: TableSpec, day: date) -> str:
+    return store.location.key(f"table={spec.name}", f"date={day.isoformat()}") + "/"
+
+
+def legacy_day_prefix(store: S3Store, spec: TableSpec, day: date) -> str:
+    """Where archive versions before the Hive layout put a day: ``[prefix/]<name>/date=<day>/``
+    (import still reads it; docs/runbook.md moves it)."""
     return store.location.key(spec.name, f"date={day.isoformat()}") + "/"
 
 
@@ -105,13 +119,23 @@ def export_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
     url = f"s3://{store.bucket}/{prefix}"
 
     raw = store.get_bytes(manifest_key)
+    if raw is None and not options.force:
+        legacy = legacy_day_prefix(store, spec, day)
+        old = store.get_bytes(legacy + MANIFEST_NAME)
+        if old is not None:  # archived before the Hive layout: the day is there, elsewhere
+            prefix, manifest_key, raw = legacy, legacy + MANIFEST_NAME, old
+            url = f"s3://{store.bucket}/{prefix}"
     if raw is not None and not options.force:
-        existing = Manifest.from_json(raw, f"s3://{store.bucket}/{manifest_key}")
-        existing.check_table(spec, f"s3://{store.bucket}/{manifest_key}")
+        where = f"s3://{store.bucket}/{manifest_key}"
+        existing = Manifest.from_json(raw, where)
+        if readable_spec(spec, [str(c.get("name")) for c in existing.columns],
+                         existing.schema_version) is None:
+            existing.check_table(spec, where)  # raises, naming the difference
         verify_parts_present(store, prefix, existing)
-        return ExportResult(spec.name, day.isoformat(), "unchanged", existing.row_count,
-                            len(existing.parts), sum(p.bytes for p in existing.parts),
-                            time.monotonic() - started, url)
+        return ExportResult(spec.name, day.isoformat(),
+                            "unchanged" if prefix == day_prefix(store, spec, day) else "legacy",
+                            existing.row_count, len(existing.parts),
+                            sum(p.bytes for p in existing.parts), time.monotonic() - started, url)
 
     check_columns(conn, spec, database)
     now = datetime.now(UTC)
@@ -249,6 +273,8 @@ def _stream(conn: psycopg.Connection[Any], spec: TableSpec, day: date, options: 
                 raise
             for batch in reader:
                 writer.add(to_archive_batch(batch, spec))
+                if options.on_rows is not None:
+                    options.on_rows(batch.num_rows)
     except psycopg.Error as exc:
         raise classify(exc, database) from None
     except (pa.ArrowException, ValueError) as exc:

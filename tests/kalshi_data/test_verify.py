@@ -154,8 +154,10 @@ def _truth_case(d: Data, tmp_path: Path) -> tuple[Path, list[str]]:
         recs.append({"k": "trade", "n": i, "ts_us": ts + 123, "ts_ms": ts // 1000, "rest_ts_us": ts + 123,
                      "trade_id": tid, "ticker": "KX-T", "yes_price": 5600, "no_price": 4400, "count": 100,
                      "taker_side": "yes"})
-    # production: a snapshot that includes delta 0, then deltas 1 and 2, then both trades
-    d.snapshot("production", "KX-T", t + 1500, [[5000, 150]], [[4000, 200]], t + 1000)
+    # production: delta 0 and a snapshot placed right after it, then deltas 1 and 2, both trades
+    d.delta("production", "KX-T", t + 1000, "yes", 5000, 50)
+    d.snapshot("production", "KX-T", t + 1500, [[5000, 150]], [[4000, 200]], t + 1000,
+               cut=("last", t + 1000, "yes", 5000, 50, 0))
     d.delta("production", "KX-T", t + 2_000_000, "no", 4000, -200)
     d.delta("production", "KX-T", t + 3_000_000, "yes", 5100, 10)
     for i, tid in enumerate(ids):
@@ -268,5 +270,9 @@ def test_truth_delta_lost_by_every_orderbook_stream_is_explained(data: Data, tmp
     assert report.ok, report.problems  # the only gatherer was down
     data.coverage("production", "gatherer-2", None, "ws_down", t + 4_500_000, t + 4_800_000, True, **ws_down)
     report = _truth_run(data, path)  # gatherer-2 was up when the delta was sent
-    assert [p.kind for p in report.problems] == ["truth_missing"]
-    assert "yes 5100 +10: truth has 1, production 0" in report.problems[0].text
+    by = {p.kind: p.text for p in report.problems}
+    assert sorted(by) == ["truth_book", "truth_missing"]
+    assert "yes 5100 +10: truth has 1, production 0" in by["truth_missing"]
+    # ... so the book rebuilt from production lacks it too (the later snapshot has no recorded
+    # place in the stream, so it cannot stand in for the lost delta)
+    assert "5100: 0 vs 10" in by["truth_book"]

@@ -123,7 +123,7 @@ def test_explicit_storage_wins_and_a_database_keeps_its_engine(timescale_cluster
 def test_databases_migrated_before_timescaledb_worked_upgrade(
         engine: str, native_cluster: PgCluster, timescale_cluster: PgCluster, tmp_path: Path) -> None:
     """001-003 are never edited: a database that has them applied takes 000 (a no-op there) and
-    004 without the runner refusing a changed file, and its old data ages out under the new rules."""
+    004 and 005 without the runner refusing a changed file, and its old data ages out under the new rules."""
     old_root = tmp_path / "migrations"
     (old_root / "gatherer").mkdir(parents=True)
     for name in BEFORE:
@@ -140,7 +140,7 @@ def test_databases_migrated_before_timescaledb_worked_upgrade(
         conn.execute("INSERT INTO trade_ids SELECT trade_id, exchange_ts, ticker FROM trades")
         if engine == "timescaledb":  # an operator's age-only policy, the kind hardening 4 forbids
             conn.execute("SELECT add_retention_policy('orderbook_deltas', drop_after => 7 * %s)", (DAY_US,))
-    assert apply_migrations(dsn, "gatherer") == ["000_storage.sql", "004_timescale_retention.sql"]
+    assert apply_migrations(dsn, "gatherer") == ["000_storage.sql", "004_book_order.sql", "005_timescale_retention.sql"]
     if engine == "timescaledb":
         assert _jobs_on_hypertables(dsn) == 0
     apply_roles(dsn, ROLE_PASSWORDS)

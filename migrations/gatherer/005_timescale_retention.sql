@@ -22,7 +22,7 @@
 -- documented successor, since 2.18), dropped with drop_chunks(), and listed from the public view
 -- timescaledb_information.chunks (no _timescaledb_* internals anywhere).
 --
--- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/gatherer/004_timescale_retention.sql
+-- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/gatherer/005_timescale_retention.sql
 
 -- prune_trade_ids() deletes by exchange_ts.
 CREATE INDEX IF NOT EXISTS trade_ids_exchange_ts_idx ON trade_ids (exchange_ts);
