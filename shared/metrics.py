@@ -262,9 +262,12 @@ class GathererMetrics(DbPoolMetrics):
             "older trades are read from /historical/trades", registry=r)
 
     def init_labels(self, writers: Sequence[str], routed_types: Sequence[str] = (),
-                    parse_reasons: Sequence[str] = ()) -> None:
+                    parse_reasons: Sequence[str] = (), retention_tables: Sequence[str] = ()) -> None:
         """Create every known label combination at 0 (see the module docstring); the caller
-        passes what its own modules define (writer tables, routed frame types, decoder reasons)."""
+        passes what its own modules define (writer tables, routed frame types, decoder reasons,
+        the event tables retention looks after)."""
+        for t in retention_tables:
+            self.retention_chunks_compressed_total.labels(table=t)
         for t in routed_types:
             self.router_messages_routed_total.labels(type=t)
         for r in parse_reasons:
