@@ -13,6 +13,8 @@ with ``pytest_generate_tests = both_storages`` in its conftest: every test there
 database through ``pg_cluster`` (``gatherer_dsn``, ``production_dsn``, ``fresh_database``) then
 runs once per engine, with ids ``[native]`` / ``[timescaledb]``. ``--storage`` narrows the engines
 (e.g. ``--storage native`` on a machine being set up); the default, and CI, is both.
+``pg_cluster`` is function scoped, so a module- or session-scoped fixture takes
+``native_cluster`` (or ``timescale_cluster``) itself.
 """
 
 from __future__ import annotations
