@@ -11,7 +11,8 @@
 #      so the copied server loads the extension built into the copy.
 #      Source: $TIMESCALEDB_SRC (a directory holding build.sh and timescaledb-X.tar.gz, or an
 #      unpacked source tree), else shared/vendor/timescaledb/ in the repository's parent
-#      directory (or any directory above it).
+#      directory (or any directory above it). A clone with no source in reach still uses a
+#      build this machine already cached (from another clone); with neither it fails in one line.
 #      Cache: one tree per TimescaleDB and PostgreSQL version, outside the repository, built once
 #      per machine: $KALSHI_DATA_CACHE, else /var/cache/kalshi-data as root (PostgreSQL runs as
 #      `nobody` then, which cannot enter /root), else ${XDG_CACHE_HOME:-~/.cache}/kalshi-data.
@@ -74,13 +75,30 @@ if [ -n "${TIMESCALEDB_SRC:-}" ]; then
 else
     dir="$(dirname "$repo")"
     while :; do
-        looked+=("$dir/shared/vendor/timescaledb")
-        if [ -f "$dir/shared/vendor/timescaledb/build.sh" ]; then src="$dir/shared/vendor/timescaledb"; break; fi
+        cand="${dir%/}/shared/vendor/timescaledb"
+        looked+=("$cand")
+        if [ -f "$cand/build.sh" ]; then src="$cand"; break; fi
         [ "$dir" = "/" ] && break
         dir="$(dirname "$dir")"
     done
 fi
-[ -n "$src" ] || fail "no TimescaleDB source found (looked in: ${looked[*]}); set TIMESCALEDB_SRC"
+
+if [ -n "${KALSHI_DATA_CACHE:-}" ]; then cache="$KALSHI_DATA_CACHE"
+elif [ "$(id -u)" -eq 0 ]; then cache=/var/cache/kalshi-data
+else cache="${XDG_CACHE_HOME:-$HOME/.cache}/kalshi-data"; fi
+
+if [ -z "$src" ]; then
+    # No source beside this clone, but the machine may have built TimescaleDB already (from
+    # another clone): use the newest complete build for this PostgreSQL in the cache.
+    # shellcheck disable=SC2012  # our own cache key names: no odd characters
+    built="$(ls -d "$cache"/timescaledb-*-pg"$pg_full"/.complete 2>/dev/null | sort -V | tail -n1 || true)"
+    if [ -n "$built" ] && [ -x "$(dirname "$built")/usr/lib/postgresql/$pg_major/bin/postgres" ]; then
+        log "no TimescaleDB source here (looked in: ${looked[*]}); using this machine's cached $(cat "$built")"
+        printf '%s\n' "$(dirname "$built")/usr/lib/postgresql/$pg_major/bin" >"$pointer"
+        exit 0
+    fi
+    fail "no TimescaleDB source found (looked in: ${looked[*]}) and no build cached in $cache; set TIMESCALEDB_SRC"
+fi
 if [ -f "$src/version.config" ]; then
     ts_ver="$(sed -nE 's/^version = (.*)$/\1/p' "$src/version.config")"
 else
@@ -92,9 +110,6 @@ else
     ts_ver="$(basename "$tarball" .tar.gz)"; ts_ver="${ts_ver#timescaledb-}"
 fi
 
-if [ -n "${KALSHI_DATA_CACHE:-}" ]; then cache="$KALSHI_DATA_CACHE"
-elif [ "$(id -u)" -eq 0 ]; then cache=/var/cache/kalshi-data
-else cache="${XDG_CACHE_HOME:-$HOME/.cache}/kalshi-data"; fi
 key="timescaledb-$ts_ver-pg$pg_full"
 dest="$cache/$key"
 tree_bin="$dest/usr/lib/postgresql/$pg_major/bin"

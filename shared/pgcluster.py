@@ -167,7 +167,8 @@ def find_timescaledb_binaries(bin_dir: str | Path | None = None) -> PgBinaries:
             setup_error = text.removeprefix("error:").strip()
         elif text:
             candidates.append(Path(text))
-        looked.append(f"{pointer} ({'missing' if not pointer.is_file() else text or 'empty'})")
+        state = "missing" if not pointer.is_file() else "setup found none" if setup_error else text or "empty"
+        looked.append(f"{pointer} ({state})")
         with contextlib.suppress(PgClusterError):
             candidates.append(find_binaries().bin_dir)
     for cand in candidates:

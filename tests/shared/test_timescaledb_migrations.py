@@ -207,5 +207,6 @@ def test_missing_timescaledb_is_one_line_naming_where_it_looked(tmp_path: Path,
     msg = str(err.value)
     assert "\n" not in msg and str(tmp_path / "timescaledb-bin") in msg
     assert "setup said: no TimescaleDB source found (looked in: /x)" in msg
+    assert msg.count("no TimescaleDB source found") == 1, msg  # the reason once, not echoed
     with pytest.raises(PgClusterError, match=f"{plain} \\(no pg_ctl\\)"):
         find_timescaledb_binaries(plain)
