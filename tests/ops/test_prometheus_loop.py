@@ -205,7 +205,9 @@ class Loop:
         out.fired_after_s = round(time.time() - t0, 1)
         out.labels = {k: v for k, v in firing[0]["labels"].items() if k not in ("alertname", "severity", "service")}
         print(f"[prometheus-loop] {name} firing {out.fired_after_s}s after {out.fault} {out.labels}", flush=True)
-        threading.Thread(target=self._notified, args=(name,), daemon=True).start()
+        # the fault holds until Alertmanager has notified: an alert that resolves within
+        # group_wait is never sent, and a loaded machine can take that long
+        self._notified(name)
         return out.fired_after_s
 
     def _notified(self, name: str) -> None:
@@ -216,6 +218,10 @@ class Loop:
             return
         with self.lock:
             self.outcomes[name].receivers = sorted({n.receiver for n in self.hook.notifications(name, "firing")})
+
+    def firing_names(self) -> set[str]:
+        doc = self.client.get(f"{self.prom}/api/v1/alerts").json()
+        return {a["labels"]["alertname"] for a in doc["data"]["alerts"] if a["state"] == "firing"}
 
     def resolved(self, name: str, t_recovered: float, timeout: float = 90) -> None:
         """Wait until no ``name`` alert (with its EXPECT labels) is pending or firing."""
@@ -647,7 +653,10 @@ def test_alerts_fire_reach_alertmanager_and_resolve(s3_server: str, tmp_path: Pa
                     list(pool.map(chain, FAULT_SCHEDULE))
                 faults_s = time.monotonic() - t_faults
                 dead = fleet.dead_processes()
+                firing_before = lp.firing_names()
                 view = _live_view(info)
+                # what fired throughout the view's rendering must be on it
+                firing_throughout = firing_before & lp.firing_names()
 
                 # every dashboard panel reads data from this Prometheus, after the faults
                 empty = [(d, p, e) for d, p, e in dashboard_queries() if not lp.query(e)]
@@ -677,8 +686,11 @@ def test_alerts_fire_reach_alertmanager_and_resolve(s3_server: str, tmp_path: Pa
         else:
             assert o.stopped_growing, f"{name}: its counter kept growing after recovery"
     assert not empty, f"dashboard panels with no data: {empty}"
-    # the demo's live view lists what is still firing (alerts on 15m windows, see EXPECT)
-    assert "SequenceGapsDetected" in view and "firing" in view, view
+    # the demo's live view lists what is still firing (alerts on long windows, see EXPECT)
+    assert firing_throughout, "nothing was firing after the faults: the live view check needs an alert"
+    # the view lists ten (critical first, then by name; "... and N more"): the first is always shown
+    first = min(firing_throughout, key=lambda n: (lp.severity.get(n) != "critical", n))
+    assert first in view and "firing" in view, f"{first} firing but not on the live view:\n{view}"
 
 
 def _live_view(info: dict[str, Any]) -> str:
