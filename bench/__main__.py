@@ -42,6 +42,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "books": (True, False, 600),
     "soak": (True, False, 3600),  # plus the soak's own minutes
     "coverage": (True, False, 7_200),
+    "storage": (False, True, 420),  # starts its own cluster that preloads TimescaleDB
 }
 DEFAULT = [n for n in BENCHES if n not in ("archive", "soak", "coverage")]  # opt-in: --only NAME
 REPO = Path(__file__).resolve().parents[1]

@@ -2,7 +2,9 @@
 
 Start: HTTP listeners (so /health answers from the first second), then one ``TableSync`` task per
 (gatherer, table), one LISTEN task per gatherer (``sync.listen``), the production monitor (ping,
-``ensure_partitions`` at start and hourly) and the metrics refresher.
+``ensure_partitions`` at start and hourly, production's partition state into
+``db_partitions_ahead_days`` / ``db_default_partition_rows{database="production"}`` every few
+minutes, so the partition alerts cover RDS too) and the metrics refresher.
 Stop (SIGTERM/SIGINT via ``request_stop``): loops finish the page they are merging and exit;
 listeners and monitors are cancelled; connections and listeners are closed.
 
@@ -48,6 +50,8 @@ log = logging.getLogger("deduplicator.app")
 PING_UP_S = 5.0
 PING_DOWN_S = 1.0
 PARTITIONS_EVERY_S = 3600.0
+# The partition alerts wait 15 minutes; a count of empty DEFAULT partitions is cheap.
+PARTITION_STATUS_EVERY_S = 300.0
 RATES_EVERY_S = 5.0
 STOP_TIMEOUT_S = 30.0
 
@@ -164,7 +168,7 @@ class App:
         Only the ping decides reachability; a failing ``ensure_partitions`` (lock timeout, a
         DEFAULT partition in the way) is counted and logged but does not mark production down.
         """
-        next_partitions = 0.0
+        next_partitions = next_status = 0.0
         while not self._stop.is_set():
             try:
                 await self.production.ping()
@@ -183,9 +187,26 @@ class App:
                     next_partitions = time.monotonic() + 60.0
                     self.metrics.dedup_errors_total.labels(gatherer="production", type=error_type(exc)).inc()
                     log.warning("ensure_partitions on production failed (retrying in 60 s): %s", exc)
+            if self.production.connected and time.monotonic() >= next_status:
+                try:
+                    self._export_partition_status(await self.production.partition_status())
+                    next_status = time.monotonic() + PARTITION_STATUS_EVERY_S
+                except StorageError as exc:
+                    next_status = time.monotonic() + 60.0
+                    self.metrics.dedup_errors_total.labels(gatherer="production", type=error_type(exc)).inc()
+                    log.warning("partition_status on production failed (retrying in 60 s): %s", exc)
             delay = PING_UP_S if self.production.connected else PING_DOWN_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _export_partition_status(self, rows: list[tuple[str, int, int]]) -> None:
+        for table, default_rows, days_ahead in rows:
+            labels = {"database": "production", "table": table}
+            self.metrics.db_default_partition_rows.labels(**labels).set(default_rows)
+            self.metrics.db_partitions_ahead_days.labels(**labels).set(days_ahead)
+            if default_rows:
+                log.warning("production: %d rows sit in %s_default (a partition was missing when they "
+                            "arrived)", default_rows, table, extra={"table": table})
 
     async def _refresh_metrics(self) -> None:
         m = self.metrics

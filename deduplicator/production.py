@@ -4,7 +4,8 @@ Connections are autocommit (page transactions are explicit ``conn.transaction()`
 carry the staging tables, created on a connection the first time it merges that table
 (``ProductionConn.staging_for``): a fresh process starts merging after one CREATE, not eight. ``ping`` keeps ``dedup_rds_connected`` and
 /health truthful while no page is flowing; ``ensure_partitions`` is the hourly partition top-up
-every service runs (hardening 3), under a short lock timeout so it never queues behind DDL.
+every service runs (hardening 3), under a short lock timeout so it never queues behind DDL, and
+``partition_status`` feeds the same partition gauges a gatherer exports for its own database.
 """
 
 from __future__ import annotations
@@ -100,6 +101,17 @@ class Production:
             except psycopg.Error as exc:
                 raise classify(exc, self.display_name) from None
         return int(row[0]) if row and row[0] is not None else 0
+
+    async def partition_status(self) -> list[tuple[str, int, int]]:
+        """``partition_status()`` of production: (table, rows in its DEFAULT partition, days of
+        partitions ahead; -1 when none)."""
+        async with self.connection() as pc:
+            try:
+                rows = await (await pc.conn.execute(
+                    "SELECT table_name, default_rows, days_ahead FROM partition_status()")).fetchall()
+            except psycopg.Error as exc:
+                raise classify(exc, self.display_name) from None
+        return [(str(t), int(d or 0), -1 if a is None else int(a)) for t, d, a in rows]
 
     async def discard_idle(self) -> None:
         await self._slots.discard_idle()

@@ -44,6 +44,7 @@ from gatherer.markets import MarketRegistry
 from gatherer.poller import SnapshotPoller
 from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
+from gatherer.retention import TABLES as RETENTION_TABLES
 from gatherer.retention import Retention
 from gatherer.router import _ROUTED_TYPES as ROUTED_TYPES
 from gatherer.router import BackfillRequest, ResyncRequest, Router
@@ -98,7 +99,8 @@ class GathererApp:
             add_process_collectors(self.prom)
         self.metrics = GathererMetrics(self.prom)
         # every known series at 0 from the first scrape
-        self.metrics.init_labels(writers=tuple(SPECS), routed_types=ROUTED_TYPES, parse_reasons=REJECT_REASONS)
+        self.metrics.init_labels(writers=tuple(SPECS), routed_types=ROUTED_TYPES, parse_reasons=REJECT_REASONS,
+                                 retention_tables=RETENTION_TABLES)
         self.metrics.gatherer_info.labels(gatherer_id=cfg.gatherer_id, version=version()).set(1)
         self.key = load_key(cfg)
         self.health = GathererHealth(cfg, version())

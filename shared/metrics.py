@@ -80,10 +80,14 @@ class DbPoolMetrics:
             "db_pool_requests_waiting", "Callers waiting for a pooled connection", ["database"], registry=r)
         self.db_pool_errors_total = Counter(
             "db_pool_errors_total", "Connection attempts that failed", ["database"], registry=r)
+        # {database}: "gatherer" from a gatherer (its own database), "production" from the
+        # deduplicator, so the partition alerts cover both and say which.
         self.db_default_partition_rows = Gauge(
-            "db_default_partition_rows", "Rows sitting in a table's DEFAULT partition", ["table"], registry=r)
+            "db_default_partition_rows", "Rows sitting in a table's DEFAULT partition", ["database", "table"],
+            registry=r)
         self.db_partitions_ahead_days = Gauge(
-            "db_partitions_ahead_days", "Days of partitions created ahead of today", ["table"], registry=r)
+            "db_partitions_ahead_days", "Days of partitions created ahead of today", ["database", "table"],
+            registry=r)
 
 
 class GathererMetrics(DbPoolMetrics):
@@ -229,6 +233,16 @@ class GathererMetrics(DbPoolMetrics):
         self.retention_blocked_partitions = Gauge(
             "retention_blocked_partitions", "Expired partitions kept because a consumer has not acknowledged",
             registry=r)
+        self.retention_chunks_compressed_total = Counter(
+            "retention_chunks_compressed_total", "TimescaleDB chunks compressed by the retention loop",
+            ["table"], registry=r)
+        self.retention_compression_blocked_chunks = Gauge(
+            "retention_compression_blocked_chunks",
+            "TimescaleDB chunks old enough to compress, kept uncompressed because a consumer has not acknowledged",
+            registry=r)
+        self.retention_trade_ids_pruned_total = Counter(
+            "retention_trade_ids_pruned_total", "trade_ids guard rows deleted after their trades were dropped",
+            registry=r)
         self.rest_requests_total = Counter(
             "rest_requests_total", "REST requests by endpoint and status class", ["endpoint", "status"],
             registry=r)
@@ -248,9 +262,12 @@ class GathererMetrics(DbPoolMetrics):
             "older trades are read from /historical/trades", registry=r)
 
     def init_labels(self, writers: Sequence[str], routed_types: Sequence[str] = (),
-                    parse_reasons: Sequence[str] = ()) -> None:
+                    parse_reasons: Sequence[str] = (), retention_tables: Sequence[str] = ()) -> None:
         """Create every known label combination at 0 (see the module docstring); the caller
-        passes what its own modules define (writer tables, routed frame types, decoder reasons)."""
+        passes what its own modules define (writer tables, routed frame types, decoder reasons,
+        the event tables retention looks after)."""
+        for t in retention_tables:
+            self.retention_chunks_compressed_total.labels(table=t)
         for t in routed_types:
             self.router_messages_routed_total.labels(type=t)
         for r in parse_reasons:

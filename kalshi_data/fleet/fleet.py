@@ -315,7 +315,7 @@ class Fleet:
             running = d.name in self.clusters.names()
             dbs[d.name] = {
                 "dsn": self.clusters.dsn(d.name) if running else f"host={HOST} port={d.port} dbname={d.dbname} user=postgres",
-                "host": HOST, "port": d.port, "dbname": d.dbname, "target": d.target,
+                "host": HOST, "port": d.port, "dbname": d.dbname, "target": d.target, "storage": d.storage,
                 "data_dir": str(self.clusters.data_dir(d.name)) if running else None,
                 "roles": {r: {"user": r, "password_file": str(plan.password_file(d.name, r))} for r in d.roles},
             }

@@ -32,6 +32,9 @@ from kalshi_data.fleet.monitoring import MonitoringPlan
 from shared.pgcluster import free_port, port_in_use
 
 PRESETS = ("tiny", "medium", "large", "xl")
+# Gatherer database engines: daily native partitions, or TimescaleDB hypertables (the clusters then
+# preload the extension; shared/pgcluster.py finds a TimescaleDB-enabled PostgreSQL).
+STORAGES = ("native", "timescaledb")
 # Markets per preset (kalshi_sim/catalog.py); sizes the orderbook connection pool.
 PRESET_MARKETS = {"tiny": 50, "medium": 20_000, "large": 300_000, "xl": 1_000_000}
 # Kalshi caps one subscription at a few thousand markets; production runs 144 orderbook sockets.
@@ -80,6 +83,12 @@ class DatabasePlan:
     dbname: str
     target: str  # migrations target: gatherer | production
     base_dir: Path
+    timescaledb: bool = False  # gatherer database on TimescaleDB (cluster preloads it)
+
+    @property
+    def storage(self) -> str:
+        """The ``kalshi-data migrate --storage`` of this database."""
+        return "timescaledb" if self.timescaledb else "native"
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -105,6 +114,7 @@ class FleetPlan:
     # api_keys (key id, private key PEM path), one per gatherer, and start no simulator.
     kalshi_env: str = "sim"
     api_keys: tuple[tuple[str, Path], ...] = field(default=())
+    storage: str = "native"  # the gatherers' database engine, one of STORAGES
     # Prometheus + Alertmanager + node exporter beside the fleet (None: not started).
     monitoring: MonitoringPlan | None = None
     # gatherer name -> config keys merged over gatherer_config()'s document (tests' fault setups).
@@ -267,13 +277,17 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
               chaos_per_s: float = 0.2, n_gatherers: int = 3, ports: dict[str, int] | None = None,
               base_port: int | None = None, fast_pg: bool = False,
               extra_sim_args: tuple[str, ...] = (), kalshi_env: str = "sim",
-              api_keys: tuple[tuple[str, Path], ...] = (), monitoring: bool = False) -> FleetPlan:
+              api_keys: tuple[tuple[str, Path], ...] = (), storage: str = "native",
+              monitoring: bool = False) -> FleetPlan:
     """Decide every port and path of a fleet in ``workdir`` (nothing is created yet).
 
     ``kalshi_env`` demo/prod: the gatherers talk to Kalshi's own API with ``api_keys`` (one per
     gatherer in order; a single key is shared, which Kalshi's per-key rate limit makes slower).
+    ``storage``: the gatherers' database engine (production is always native partitions, as RDS).
     ``monitoring`` adds Prometheus, Alertmanager and a node exporter (monitoring.py) with the
     shipped intervals; a test replaces ``plan.monitoring`` to shorten them."""
+    if storage not in STORAGES:
+        raise FleetError("--storage", f"unknown storage {storage!r}; one of {', '.join(STORAGES)}")
     if kalshi_env not in ("sim", "demo", "prod"):
         raise FleetError("--kalshi", f"unknown environment {kalshi_env!r}; one of sim, demo, prod")
     if kalshi_env != "sim":
@@ -300,7 +314,8 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
         for name in (f"gatherer-{i}" for i in range(1, n_gatherers + 1)))
     dedup = ServicePlan("deduplicator", p["deduplicator-health"], p["deduplicator-metrics"], None,
                         wd / "config" / "deduplicator.yaml", wd / "logs" / "deduplicator.log")
-    dbs = tuple(DatabasePlan(g.name, p[f"{g.name}-db"], GATHERER_DB, "gatherer", wd / "pg" / g.name)
+    dbs = tuple(DatabasePlan(g.name, p[f"{g.name}-db"], GATHERER_DB, "gatherer", wd / "pg" / g.name,
+                             timescaledb=storage == "timescaledb")
                 for g in gatherers)
     dbs += (DatabasePlan("production", p["production-db"], PRODUCTION_DB, "production", wd / "pg" / "production"),)
     keys = tuple((k, Path(pem).resolve()) for k, pem in api_keys)
@@ -309,7 +324,7 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
     mon = (MonitoringPlan(wd / "monitoring", p["prometheus"], p["alertmanager"], p["node-exporter"])
            if monitoring else None)
     return FleetPlan(wd, preset, seed, chaos, chaos_per_s, fast_pg, p["simulator"], p["simulator-control"],
-                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys, mon)
+                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys, storage, mon)
 
 
 # --------------------------------------------------------------------------------------------

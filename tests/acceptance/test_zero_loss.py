@@ -27,14 +27,11 @@ duplicated (printed, and written to ``<tmp>/zero_loss_report.json``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -477,17 +474,6 @@ def print_table(table: dict[str, Any]) -> None:
     print("\n[acceptance] phase".ljust(22) + "".join(c.replace("_", " ").rjust(18) for c in cols))
     for name, row in table.items():
         print(name.ljust(21) + "".join(str(row.get(c, "")).rjust(18) for c in cols))
-
-
-@pytest.fixture
-def open_workdir() -> Iterator[Path]:
-    """A work directory the unprivileged PostgreSQL account can reach (pytest's tmp is 0700)."""
-    d = Path(tempfile.mkdtemp(prefix="kalshi-acceptance-"))
-    os.chmod(d, 0o755)
-    try:
-        yield d
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.mark.slow

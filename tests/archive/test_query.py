@@ -37,11 +37,11 @@ class Archived:
 
 
 @pytest.fixture(scope="module")
-def archived(pg_cluster: PgCluster, s3_endpoint: str) -> Iterator[Archived]:
+def archived(native_cluster: PgCluster, s3_endpoint: str) -> Iterator[Archived]:
     """Two days of every table exported once for the whole module (moto S3, fake credentials
     found by the standard chain)."""
     with moto_bucket(s3_endpoint, "query-archive") as store:
-        dsn = fresh_database(pg_cluster, "production", prefix="query")
+        dsn = fresh_database(native_cluster, "production", prefix="query")
         fill(dsn)
         fill(dsn, day=DAYS[1], n=60, seed=3)
         with psycopg.connect(dsn, autocommit=True) as conn:

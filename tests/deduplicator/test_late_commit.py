@@ -25,6 +25,7 @@ async def test_open_transaction_row_is_merged_after_it_commits(pg_cluster: PgClu
     ex = Exchange(random.Random(3))
     g = fresh_database(pg_cluster, "gatherer")
     prod = fresh_database(pg_cluster, "production")
+    await _create_time_partitions_now(g)
     app = await start_app(write_config(tmp_path, {"gatherer-1": g}, prod, tables=["trades"]))
     a = await psycopg.AsyncConnection.connect(gatherer_role(g))
     b = await psycopg.AsyncConnection.connect(gatherer_role(g))
@@ -84,6 +85,20 @@ async def test_page_never_returns_rows_at_or_above_xmin(gatherer_dsn: str) -> No
     finally:
         await a.close()
         await reader.close()
+
+
+async def _create_time_partitions_now(dsn: str) -> None:
+    """Make sure the chunks for the next minutes exist (a no-op on native partitions, which are
+    created days ahead). TimescaleDB creates a chunk inside the transaction of the first insert
+    into its range, and a second transaction inserting into that range waits for the first to
+    commit: brief between the gatherer's one-batch transactions, but forever here, where
+    transaction A stays open on purpose while B must commit."""
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        for offset_s in (-120, 0, 120):
+            await conn.execute("INSERT INTO trades (trade_id, ticker, exchange_ts, yes_price, no_price, count, "
+                               "source, received_at) VALUES (gen_random_uuid(), 'KX-PRIME', now_us() + %s, 1, "
+                               "9999, 100, 'ws', now_us())", (offset_s * 1_000_000,))
+        await conn.execute("DELETE FROM trades WHERE ticker = 'KX-PRIME'")
 
 
 async def _present(prod: str, trade_id: object) -> bool:

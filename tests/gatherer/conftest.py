@@ -1,5 +1,8 @@
 """Fixtures for the gatherer suite: a real simulator (tests/fix_sim.py) with a registered key,
-a fresh migrated gatherer database, and a gatherer config pointing at both."""
+a fresh migrated gatherer database, and a gatherer config pointing at both.
+
+Every test here that uses a database runs on both gatherer storage engines (native partitions
+and TimescaleDB; tests/fix_db.py ``both_storages``)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gatherer.app import GathererApp
-from tests.fix_db import ROLE_PASSWORDS
+from tests.fix_db import ROLE_PASSWORDS, both_storages
 from tests.fix_sim import BASE_CONFIG
 from tests.gatherer import _harness as h
+
+pytest_generate_tests = both_storages
 
 #: Real-time simulator clock (exchange time = wall clock) with enough traffic to see every path.
 SIM_OVERRIDES: dict[str, Any] = {"clock_speed": 1.0, "start_ms": None, "rate": 150.0,

@@ -13,6 +13,6 @@ from tests.kalshi_data.simdata import SimProduction, build
 
 
 @pytest.fixture(scope="session")
-def sim_production(pg_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProduction]:
-    dsn = fresh_database(pg_cluster, "production", prefix="simprod")
+def sim_production(native_cluster: PgCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProduction]:
+    dsn = fresh_database(native_cluster, "production", prefix="simprod")
     yield build(dsn, minutes=8, truth_path=str(tmp_path_factory.mktemp("simprod") / "truth.jsonl"))

@@ -132,3 +132,15 @@ def test_pointing_at_kalshi_is_a_config_change(tmp_path: Path) -> None:
     assert "connections" not in doc  # production pool sizes
     conf = parse_config(yaml.safe_dump(doc), GathererConfig, Environment(env={}))
     assert conf.kalshi.rest_base == "https://external-api.demo.kalshi.co/trade-api/v2"
+
+
+def test_gatherer_storage_is_planned_per_database(tmp_path: Path) -> None:
+    assert {d.storage for d in make_plan(tmp_path, preset="tiny").databases} == {"native"}
+    plan = make_plan(tmp_path, preset="tiny", storage="timescaledb")
+    assert plan.storage == "timescaledb"
+    assert {d.name: d.storage for d in plan.databases} == {
+        "gatherer-1": "timescaledb", "gatherer-2": "timescaledb", "gatherer-3": "timescaledb",
+        "production": "native"}  # production is RDS: native partitions whatever the gatherers use
+    with pytest.raises(FleetError) as err:
+        make_plan(tmp_path, preset="tiny", storage="mongodb")
+    assert str(err.value).startswith("--storage: unknown storage 'mongodb'")

@@ -35,9 +35,9 @@ EXCLUDED = (
     (r"^aws s3 mv --recursive s3://<bucket>/", "moves days archived before the Hive layout (issue #19); "
                                                "the rehearsal's bucket only ever had the new layout"),
 )
-# A SQL block that needs TimescaleDB; the rehearsal's PostgreSQL is plain (issue #16 adds it).
+# A SQL block that needs TimescaleDB; the rehearsal's PostgreSQL is plain.
 EXCLUDED_SQL_TAGS = {"timescaledb": "needs TimescaleDB; the rehearsal runs plain PostgreSQL "
-                                    "(issue #16 builds TimescaleDB for the tests)"}
+                                    "(tests/ops/test_runbook_timescaledb.py runs these on TimescaleDB)"}
 # Greps that find nothing on a healthy fleet: "no line" is their healthy answer.
 MAY_FIND_NOTHING = ('grep -E \'"level": ?"(CRITICAL|ERROR|WARN)\'',)
 

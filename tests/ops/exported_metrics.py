@@ -63,14 +63,17 @@ GATHERER: dict[str, str] = {
     "backfill_trades_total": COUNTER,
     "backfill_requests_total": COUNTER,  # {reason}
     "retention_blocked_partitions": GAUGE,
+    "retention_compression_blocked_chunks": GAUGE,  # TimescaleDB chunks kept uncompressed (unacked)
 }
 
-# `db_pool_*{database}` in observability.md; exported by gatherer and deduplicator alike.
+# `db_pool_*{database}` in observability.md; exported by gatherer and deduplicator alike. The
+# partition gauges come from a gatherer for its own database (database="gatherer") and from the
+# deduplicator for production (database="production").
 DATABASE: dict[str, str] = {
     "db_pool_connections_in_use": GAUGE,  # {database}
     "db_pool_connections_max": GAUGE,  # {database}
-    "db_default_partition_rows": GAUGE,  # {table} rows sitting in the DEFAULT partition
-    "db_partitions_ahead_days": GAUGE,  # {table} days of partitions created ahead of now
+    "db_default_partition_rows": GAUGE,  # {database, table} rows in the DEFAULT partition
+    "db_partitions_ahead_days": GAUGE,  # {database, table} days of partitions created ahead of now
 }
 
 DEDUPLICATOR: dict[str, str] = {

@@ -226,8 +226,8 @@ class Prod:
 
 
 @pytest.fixture(scope="module")
-def prod(pg_cluster: PgCluster) -> Iterator[Prod]:
-    dsn = fresh_database(pg_cluster, "production")
+def prod(native_cluster: PgCluster) -> Iterator[Prod]:
+    dsn = fresh_database(native_cluster, "production")
     with psycopg.connect(dsn, autocommit=True) as writer, \
             psycopg.connect(role_dsn(dsn, "analyst"), autocommit=True) as reader:
         for g in FLEET:  # the fleet: gatherers with an orderbook_deltas cursor
