@@ -33,6 +33,10 @@ GATHERER_FILES = {
     "/etc/kalshi/bootstrap.env", "/etc/systemd/system/kalshi-gatherer.service",
     "/etc/systemd/system/kalshi-migrator.service", "/usr/local/sbin/kalshi-bootstrap",
 }
+RECONCILE_FILES = {  # gatherer-1 only
+    "/etc/kalshi/reconcile.yaml", "/etc/systemd/system/kalshi-reconcile.service",
+    "/etc/systemd/system/kalshi-reconcile.timer",
+}
 DEDUP_FILES = {
     "/etc/kalshi/deduplicator.yaml", "/etc/kalshi/deduplicator.env", "/etc/kalshi/export.yaml",
     "/etc/kalshi/export.env", "/etc/kalshi/migrator.env", "/etc/kalshi/bootstrap.env",
@@ -66,8 +70,8 @@ def _secret_refs(doc: Any) -> list[str]:
 
 def test_three_gatherers_and_a_deduplicator_get_every_file(host_files: Rendered) -> None:
     assert len(host_files.gatherer_files) == 3
-    for files in host_files.gatherer_files:
-        assert set(files) == GATHERER_FILES
+    for i, files in enumerate(host_files.gatherer_files):
+        assert set(files) == GATHERER_FILES | (RECONCILE_FILES if i == 0 else set())
     assert set(host_files.deduplicator_files) == DEDUP_FILES
     for files in host_files.hosts().values():
         for path, content in files.items():
