@@ -30,12 +30,13 @@ data "aws_iam_policy_document" "gatherer" {
   statement {
     sid     = "ReadOwnSecrets"
     actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = [
+    # gatherer-1 also runs the daily reconciliation, which records its runs in production
+    resources = concat([
       aws_secretsmanager_secret.kalshi_api_key[count.index].arn,
       aws_secretsmanager_secret.admin_token[count.index].arn,
       aws_secretsmanager_secret.db["gatherer-db-password"].arn,
       aws_secretsmanager_secret.db["dedup-reader-password"].arn,
-    ]
+    ], count.index == 0 ? [aws_secretsmanager_secret.db["deduplicator-db-password"].arn] : [])
   }
 }
 
