@@ -316,11 +316,6 @@ def _print(day: date, r: dict[str, Any]) -> None:
 
 
 def _write_metrics(path: str | None, registry: Any) -> None:
-    from kalshi_data.archive.textfile import write_textfile
+    from kalshi_data.export_cmd import _write_metrics as write
 
-    if not path:
-        return
-    try:
-        write_textfile(Path(path), registry)
-    except OSError as exc:
-        print(f"{PROG}: cannot write metrics file {path}: {exc.strerror or exc}", file=sys.stderr)
+    write(path, registry, PROG)
