@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kalshi_data._cli import first_line, parse_duration
