@@ -243,6 +243,12 @@ async def _client(cfg: GathererConfig) -> tuple[RestClient, Any]:
         raise ReconcileError(str(KeyInvalid(kalshi.api_key_id, exc.reason))) from None
     reg = CollectorRegistry()
     client = RestClient(kalshi, key, cfg.rate_limit, GathererMetrics(reg), auth_retry_s=kalshi.auth_retry_s)
+    return client, spent_reader(reg)
+
+
+def spent_reader(reg: Any) -> Any:
+    """A function giving the (read tokens, trade-history pages) a RestClient built on ``reg``'s
+    GathererMetrics has spent so far."""
 
     def spent() -> tuple[int, int]:
         tokens = reg.get_sample_value("rest_tokens_spent_total", {"bucket": "read"}) or 0.0
@@ -250,7 +256,7 @@ async def _client(cfg: GathererConfig) -> tuple[RestClient, Any]:
                     for e in ("/markets/trades", "/historical/trades"))
         return int(tokens), int(pages)
 
-    return client, spent
+    return spent
 
 
 async def _one_day(conn: psycopg.Connection[Any], client: RestClient, spent: Any, day: date, s: Setup,
