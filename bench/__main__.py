@@ -43,8 +43,9 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "soak": (True, False, 3600),  # plus the soak's own minutes
     "coverage": (True, False, 7_200),
     "storage": (False, True, 420),  # starts its own cluster that preloads TimescaleDB
+    "reconcile": (True, False, 7_200),  # a day of simulator history first: minutes to an hour
 }
-DEFAULT = [n for n in BENCHES if n not in ("archive", "soak", "coverage")]  # opt-in: --only NAME
+DEFAULT = [n for n in BENCHES if n not in ("archive", "soak", "coverage", "reconcile")]  # opt-in: --only NAME
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="length of the soak's measured run (default 30; 2 for a smoke test)")
     ap.add_argument("--soak-preset", default="xl", choices=("medium", "large", "xl"),
                     help="the soak's simulator preset (default xl: 1,000,000 markets)")
+    ap.add_argument("--reconcile-trades", type=int, default=2_500_000, metavar="N",
+                    help="trades in the reconcile bench's simulated day (default 2,500,000; the "
+                         "simulator needs ~10 minutes per million trades to make the day, ~7 GB "
+                         "of RSS for 2.5 M)")
+    ap.add_argument("--reconcile-preset", default="xl", choices=("medium", "large", "xl"),
+                    help="the reconcile bench's simulator preset (default xl)")
     ap.add_argument("--out", type=Path, default=report.LATEST, help="JSON results path")
     return ap.parse_args(argv)
 
@@ -168,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         ctx = Context(quick=a.quick, reps=reps, workdir=str(workdir),
                       pg_dsn=cluster.dsn("postgres") if cluster else "",
                       frames_dir=str(frames_dir), soak_minutes=a.soak_minutes,
-                      soak_preset=a.soak_preset)
+                      soak_preset=a.soak_preset, reconcile_trades=a.reconcile_trades,
+                      reconcile_preset=a.reconcile_preset)
         for name in names:
             console.print(f"[bold]{name}[/] …")
             timeout = BENCHES[name][2] * (0.6 if a.quick else 1.0)

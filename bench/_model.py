@@ -99,6 +99,8 @@ class Context:
     frames_dir: str  # recorded simulator frames (bench.frames)
     soak_minutes: float = 0.0  # bench.soak's run length (--soak-minutes)
     soak_preset: str = "xl"  # bench.soak's simulator preset (--soak-preset)
+    reconcile_trades: int = 2_500_000  # bench.reconcile's day of trades (--reconcile-trades)
+    reconcile_preset: str = "xl"  # bench.reconcile's simulator preset (--reconcile-preset)
 
     @property
     def frames(self) -> Path:

@@ -221,7 +221,8 @@ class GathererApp:
 
         if cfg.admin.token is not None:
             self.admin = AdminServer(cfg.admin.host, cfg.admin.port, cfg.admin.token,
-                                     poll_market=self.admin_poll_market, resync=self.admin_resync)
+                                     poll_market=self.admin_poll_market, resync=self.admin_resync,
+                                     backfill_trades=self.admin_backfill_trades)
             await self.admin.start()
             log.info("admin API on %s", self.admin.url)
         else:
@@ -342,6 +343,13 @@ class GathererApp:
                                          tickers=[ticker])
         return 200, {"ticker": ticker, "snapshot_levels": len(snap.yes_levels) + len(snap.no_levels),
                      "book_mismatch": mismatch, "trades_backfilled": trades}
+
+    async def admin_backfill_trades(self, ticker: str, min_ts: int, max_ts: int) -> tuple[int, dict[str, Any]]:
+        assert self.backfill is not None
+        n, ok = await self.backfill.run_exchange_window(ticker, min_ts, max_ts, "reconcile")
+        if not ok:
+            return 502, {"error": f"trade backfill of {ticker} failed; see the gatherer log"}
+        return 200, {"ticker": ticker, "min_ts": min_ts, "max_ts": max_ts, "trades_backfilled": n}
 
     async def admin_resync(self, ticker: str) -> tuple[int, dict[str, Any]]:
         assert self.router is not None and self.conns is not None and self.registry is not None

@@ -107,6 +107,35 @@ class Backfill:
                  extra={"reason": reason, "trades": n, "ticker": ticker})
         return n
 
+    async def run_exchange_window(self, ticker: str, min_ts: int, max_ts: int,
+                                  reason: str) -> tuple[int, bool]:
+        """Backfill ``ticker``'s trades created in [min_ts, max_ts] (Unix seconds, exchange
+        clock, as the caller read them on Kalshi); returns (rows fetched, succeeded). For a
+        window someone else found incomplete (``kalshi-data reconcile``), so it is not clamped
+        to ``max_window_s`` nor moved by the receive clock."""
+        self._m.backfill_requests_total.labels(reason=reason).inc()
+        start, end = min_ts * 1_000_000, (max_ts + 1) * 1_000_000
+        eid = await self._coverage.open("trade_backfill", "market", start, ticker=ticker,
+                                        detail={"reason": reason, "min_ts": min_ts, "max_ts": max_ts})
+        t0 = time.monotonic()
+        sources: set[str] = set()
+        n, ok = 0, True
+        self.in_progress += 1
+        try:
+            n = await self._fetch(min_ts, max_ts, ticker, sources)
+        except RestError as exc:
+            ok = False
+            log.error("trade backfill (%s) of %s failed: %s", reason, ticker, exc,
+                      extra={"reason": reason, "ticker": ticker})
+        finally:
+            self.in_progress -= 1
+        await self._coverage.close(eid, window_end=end, recovered=ok,
+                                   detail={"trades": n, "seconds": round(time.monotonic() - t0, 3),
+                                           "sources": sorted(sources)})
+        log.info("trade backfill (%s) of %s: %d trades", reason, ticker, n,
+                 extra={"reason": reason, "trades": n, "ticker": ticker})
+        return n, ok
+
     async def _fetch(self, min_ts: int, max_ts: int, ticker: str | None, sources: set[str]) -> int:
         n = 0
         query = self._rest.trades(ticker=ticker, min_ts=min_ts, max_ts=max_ts,

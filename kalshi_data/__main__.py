@@ -22,12 +22,14 @@ from kalshi_data import (
     migrate,
     probe_limits,
     query_cmd,
+    reconcile_cmd,
     trades_cmd,
     verify,
 )
 
 COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck, export_cmd, import_cmd, demo, verify,
-                                     gaps, book_cmd, trades_cmd, query_cmd, probe_limits)
+                                     gaps, book_cmd, trades_cmd, query_cmd, probe_limits,
+                                     reconcile_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -204,7 +204,8 @@ def _set_lag(metrics: ArchiveMetrics, st: S3Store, spec: TableSpec, now_s: float
     metrics.export_lag_seconds.labels(table=spec.name).set(max(0, now_us - pending_end) / 1e6)
 
 
-def _write_metrics(path: str | None, registry: CollectorRegistry) -> None:
+def _write_metrics(path: str | None, registry: CollectorRegistry, prog: str = PROG) -> None:
+    """Merge ``registry`` into the node-exporter textfile (also used by ``reconcile``)."""
     from kalshi_data.archive.textfile import write_textfile
 
     if not path:
@@ -212,4 +213,4 @@ def _write_metrics(path: str | None, registry: CollectorRegistry) -> None:
     try:
         write_textfile(Path(path), registry)
     except OSError as exc:
-        print(f"{PROG}: cannot write metrics file {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: cannot write metrics file {path}: {exc.strerror or exc}", file=sys.stderr)

@@ -63,6 +63,23 @@ def coverage_history(conn: psycopg.Connection[Any], ticker: str, since: int, unt
         {"t": ticker, "lo": since, "hi": until}).fetchall()
 
 
+def reconcile_lines(dsn: str, since: int, until: int) -> list[str]:
+    """The newest ``reconcile_runs`` row of each UTC day the window touches (kalshi-data
+    reconcile): whether production was complete against Kalshi's trade history."""
+    q = ("SELECT DISTINCT ON (day) day, finished IS NOT NULL, kalshi_trades, production_trades, missing, fixed, "
+         "extra, mismatched FROM reconcile_runs WHERE day BETWEEN (to_timestamp(%s / 1e6) AT TIME ZONE 'UTC')::date "
+         "AND (to_timestamp(%s / 1e6) AT TIME ZONE 'UTC')::date ORDER BY day, run_id DESC")
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        if conn.execute("SELECT to_regclass('reconcile_runs')").fetchone() == (None,):
+            return []
+        rows = conn.execute(q, (since, until)).fetchall()
+    if not rows:
+        return ["reconcile: no run for these days (kalshi-data reconcile)"]
+    return [f"reconcile {day}: {'done' if done else 'NOT FINISHED'}, kalshi {k:,} production {p:,}; missing {m:,} "
+            f"(fixed {f:,}, still missing {m - f:,}), extra {x:,}, mismatched {mm:,}"
+            for day, done, k, p, m, f, x, mm in rows]
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         now = now_us()
@@ -106,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {fmt_us(a)} .. {fmt_us(b)} ({dur}) {g} {kind}{who} "
               f"{'recovered' if recovered else 'NOT RECOVERED'}"
               + (f" {json.dumps(detail, separators=(',', ':'))}" if detail else ""))
+    for line in reconcile_lines(dsn, since, until):
+        print(line)
     if snaps:
         print("orderbook snapshots: " + ", ".join(f"{src} x{n} (last {fmt_us(last)})" for src, n, last in snaps))
     else:

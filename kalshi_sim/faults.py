@@ -29,6 +29,7 @@ class Withhold:
     kind: str  # "trade" | "delta"
     remaining: int
     ticker: str | None
+    rest_lag_s: float = 0.0  # trades: also off /markets/trades until this old (see withhold_next)
 
 
 MALFORMED = b'{"type":"orderbook_delta","sid":1,"seq":1,"msg":{"market_ticker":'
@@ -69,6 +70,7 @@ class Faults:
         self.in_maintenance = False
         self.skew_ms = 0
         self.withholds: list[Withhold] = []
+        self.rest_lagged: dict[int, int] = {}  # trade number -> µs (exchange clock) it shows on REST
         self.muted: set[tuple[str, str | None]] = set()  # (channel, API key or None = every client)
         self.chaos_rng: random.Random | None = None
         self.chaos_per_s = 0.0
@@ -259,23 +261,49 @@ class Faults:
         self.skew_ms = ms
         self.count("clock_skew")
 
-    def withhold_next(self, kind: str = "trade", n: int = 1, ticker: str | None = None) -> None:
+    def withhold_next(self, kind: str = "trade", n: int = 1, ticker: str | None = None,
+                      rest_lag_s: float = 0.0) -> None:
         """Keep the next ``n`` trades/deltas (optionally of ``ticker``) from every WS client;
         they still reach REST and the truth log (which marks them ``withheld``). A withheld
-        delta does not consume a seq number, so only a book comparison can reveal it."""
+        delta does not consume a seq number, so only a book comparison can reveal it.
+
+        ``rest_lag_s`` (trades only): the trades are also left out of ``/markets/trades`` until
+        they are that many seconds old on the exchange clock, as from a lagging REST replica.
+        A backfill sweep of the recent window misses them; a later query of the day (the
+        reconciliation, or a backfill it asks for) finds them. ``/historical/trades`` is not
+        affected."""
         if kind not in ("trade", "delta"):
             raise ValueError("kind must be trade or delta")
-        self.withholds.append(Withhold(kind, n, ticker))
+        if rest_lag_s < 0 or (rest_lag_s and kind != "trade"):
+            raise ValueError("rest_lag_s must be >= 0 and applies to trades only")
+        self.withholds.append(Withhold(kind, n, ticker, rest_lag_s))
 
-    def check_withhold(self, kind: str, ticker: str) -> bool:
+    def check_withhold(self, kind: str, ticker: str) -> Withhold | None:
+        """The withhold that keeps this trade/delta from the sockets (counted), or None."""
         for w in self.withholds:
             if w.kind == kind and w.remaining > 0 and (w.ticker is None or w.ticker == ticker):
                 w.remaining -= 1
                 if w.remaining == 0:
                     self.withholds.remove(w)
                 self.count(f"withhold_{kind}")
-                return True
-        return False
+                return w
+        return None
+
+    def lag_on_rest(self, n: int, ts_us: int, lag_s: float) -> None:
+        """Trade number ``n`` (created at ``ts_us``) stays off ``/markets/trades`` for ``lag_s``."""
+        self.rest_lagged[n] = ts_us + int(lag_s * 1_000_000)
+        self.count("rest_lag_trade")
+
+    def rest_hidden(self, n: int, now_us: int) -> bool:
+        """Is trade number ``n`` still off ``/markets/trades`` at ``now_us``? (Counted.)"""
+        until = self.rest_lagged.get(n)
+        if until is None:
+            return False
+        if now_us >= until:
+            del self.rest_lagged[n]
+            return False
+        self.count("rest_lag_hidden")
+        return True
 
     def chaos(self, on: bool = True, seed: int = 0, per_s: float = 1.0) -> None:
         """Seeded random faults: on average ``per_s`` per virtual second from CHAOS_MENU."""

@@ -239,8 +239,10 @@ class Hub:
             elif t is Trade:
                 n = self.trade_n
                 self.trade_n += 1
-                if f.withholds and f.check_withhold("trade", ev.ticker):  # type: ignore[union-attr]
+                if f.withholds and (w := f.check_withhold("trade", ev.ticker)):  # type: ignore[union-attr]
                     self.truth.mark_withheld("trade", n, ev.trade_id)  # type: ignore[union-attr]
+                    if w.rest_lag_s:
+                        f.lag_on_rest(n, ev.ts_us, w.rest_lag_s)  # type: ignore[union-attr]
                     continue
                 subs = tr_idx.get(ev.ticker)  # type: ignore[union-attr]
                 if tr_all or subs:

@@ -550,7 +550,13 @@ class RestApi:
         more = len(page) > limit
         page = page[:limit]
         tr = self.truth.trades_
-        out = [self.enc.trade(tr[n], skew) for n in page]
+        lagged = self.faults.rest_lagged
+        if lagged and not historical:  # withhold_next(rest_lag_s=...): a lagging replica
+            now_us = self.engine.now_ms * 1000
+            out = [self.enc.trade(tr[n], skew) for n in page
+                   if not (n in lagged and self.faults.rest_hidden(n, now_us))]
+        else:
+            out = [self.enc.trade(tr[n], skew) for n in page]
         cursor = enc_cursor("t", page[-1]) if more and len(page) else ""
         return jresp({"trades": out, "cursor": cursor})
 

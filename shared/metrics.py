@@ -359,3 +359,39 @@ class ArchiveMetrics:
             "export_errors_total", "Export errors", ["table", "type"], registry=r)
         self.export_lag_seconds = Gauge(
             "export_lag_seconds", "Age of the newest exported day's end", ["table"], registry=r)
+
+
+class ReconcileMetrics:
+    """``reconcile_*``: the daily reconciliation against Kalshi's trade history, written to a
+    node-exporter textfile by ``kalshi-data reconcile --metrics-file`` (values of the last run).
+
+    ``reconcile_last_success_timestamp`` is created only by ``succeeded()``: a failed run must
+    leave the previous success time in the textfile, not overwrite it with 0."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self._registry = r
+        self.reconcile_missing_trades = Gauge(
+            "reconcile_missing_trades", "Trades Kalshi lists that production still lacks after the "
+            "fix pass (last run)", registry=r)
+        self.reconcile_found_missing_trades = Gauge(
+            "reconcile_found_missing_trades", "Trades missing from production before the fix pass "
+            "(last run)", registry=r)
+        self.reconcile_fixed_trades = Gauge(
+            "reconcile_fixed_trades", "Missing trades a gatherer backfill brought in (last run)", registry=r)
+        self.reconcile_extra_trades = Gauge(
+            "reconcile_extra_trades", "Production trades Kalshi does not list (last run)", registry=r)
+        self.reconcile_mismatched_trades = Gauge(
+            "reconcile_mismatched_trades", "Trades whose price, count or side differ (last run)", registry=r)
+        self.reconcile_kalshi_trades = Gauge(
+            "reconcile_kalshi_trades", "Trades Kalshi lists for the reconciled day (last run)", registry=r)
+        self.reconcile_rest_tokens = Gauge(
+            "reconcile_rest_tokens", "REST tokens the last run spent", registry=r)
+        self.reconcile_duration_seconds = Gauge(
+            "reconcile_duration_seconds", "Duration of the last run", registry=r)
+        self.reconcile_day_timestamp = Gauge(
+            "reconcile_day_timestamp", "Start of the day the last run reconciled (Unix seconds)", registry=r)
+
+    def succeeded(self, at_s: float) -> None:
+        Gauge("reconcile_last_success_timestamp", "When a reconciliation last completed (Unix "
+              "seconds)", registry=self._registry).set(at_s)

@@ -3,13 +3,14 @@
 # bootstrap) is rendered by module.host_files (hosts.tf); cloud-init writes it and runs the
 # bootstrap, which installs the package and enables the units of ../systemd/.
 
+# gatherer-1 alone is also in the reconcile group: its daily reconciliation reaches production.
 resource "aws_instance" "gatherer" {
   count = var.gatherer_count
 
   ami                    = local.ami_id
   instance_type          = var.gatherer_instance_type
   subnet_id              = aws_subnet.private[count.index % var.az_count].id
-  vpc_security_group_ids = [aws_security_group.gatherer.id]
+  vpc_security_group_ids = count.index == 0 ? [aws_security_group.gatherer.id, aws_security_group.reconcile.id] : [aws_security_group.gatherer.id]
   iam_instance_profile   = aws_iam_instance_profile.gatherer[count.index].name
   ebs_optimized          = true
   monitoring             = true

@@ -1,6 +1,7 @@
 # One role per gatherer (it reads its own Kalshi key, its own admin token and the two
 # local-database passwords) and one for the deduplicator (production passwords, the dedup_reader
-# password, the archive bucket).
+# password, the archive bucket). gatherer-1 also runs the daily reconciliation, which records its
+# runs in production: its role alone gets a second policy naming the deduplicator's password.
 # Every secret is named by ARN: no wildcard over the project's secrets. All hosts get the SSM
 # managed policy for Session Manager (no SSH, no inbound port).
 
@@ -45,6 +46,21 @@ resource "aws_iam_role_policy" "gatherer" {
   name   = "secrets"
   role   = aws_iam_role.gatherer[count.index].id
   policy = data.aws_iam_policy_document.gatherer[count.index].json
+}
+
+# kalshi-reconcile.service on gatherer-1 (terraform/host-files): production as the deduplicator role.
+data "aws_iam_policy_document" "reconcile" {
+  statement {
+    sid       = "ReadProductionSecret"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [aws_secretsmanager_secret.db["deduplicator-db-password"].arn]
+  }
+}
+
+resource "aws_iam_role_policy" "reconcile" {
+  name   = "reconcile"
+  role   = aws_iam_role.gatherer[0].id
+  policy = data.aws_iam_policy_document.reconcile.json
 }
 
 resource "aws_iam_role_policy_attachment" "gatherer_ssm" {

@@ -1,7 +1,9 @@
 # Security groups, least privilege:
 #   gatherer:      5432 only from the deduplicator; 8080/9090/9100 only from monitoring_cidrs
 #   deduplicator:  8080/9090/9100 only from monitoring_cidrs
-#   rds:           5432 only from the deduplicator
+#   rds:           5432 only from the deduplicator and the reconcile group
+#   reconcile:     attached to gatherer-1 only (kalshi-reconcile.service); no ingress, egress
+#                  5432 to RDS only
 # No SSH anywhere: operators use SSM Session Manager (see iam.tf).
 # Egress: HTTPS (Kalshi, AWS APIs, package mirrors) and HTTP (Debian mirrors, signed), plus
 # PostgreSQL to exactly the groups it must reach.
@@ -20,6 +22,14 @@ resource "aws_security_group" "deduplicator" {
   vpc_id      = aws_vpc.main.id
 
   tags = { Name = "${local.name}-deduplicator" }
+}
+
+resource "aws_security_group" "reconcile" {
+  name        = "${local.name}-reconcile"
+  description = "kalshi-data daily reconciliation (gatherer-1 only)"
+  vpc_id      = aws_vpc.main.id
+
+  tags = { Name = "${local.name}-reconcile" }
 }
 
 resource "aws_security_group" "rds" {
@@ -69,6 +79,15 @@ resource "aws_vpc_security_group_ingress_rule" "rds_postgres_from_deduplicator" 
   from_port                    = local.postgres_port
   to_port                      = local.postgres_port
   referenced_security_group_id = aws_security_group.deduplicator.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "rds_postgres_from_reconcile" {
+  security_group_id            = aws_security_group.rds.id
+  description                  = "production PostgreSQL, reconcile_runs written by gatherer-1's reconciliation"
+  ip_protocol                  = "tcp"
+  from_port                    = local.postgres_port
+  to_port                      = local.postgres_port
+  referenced_security_group_id = aws_security_group.reconcile.id
 }
 
 resource "aws_vpc_security_group_ingress_rule" "monitoring" {
@@ -132,6 +151,15 @@ resource "aws_vpc_security_group_egress_rule" "deduplicator_to_gatherers" {
 resource "aws_vpc_security_group_egress_rule" "deduplicator_to_rds" {
   security_group_id            = aws_security_group.deduplicator.id
   description                  = "merge into production"
+  ip_protocol                  = "tcp"
+  from_port                    = local.postgres_port
+  to_port                      = local.postgres_port
+  referenced_security_group_id = aws_security_group.rds.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "reconcile_to_rds" {
+  security_group_id            = aws_security_group.reconcile.id
+  description                  = "compare with production, record reconcile_runs"
   ip_protocol                  = "tcp"
   from_port                    = local.postgres_port
   to_port                      = local.postgres_port

@@ -2,6 +2,7 @@
 #
 #   gatherer-N:    /etc/kalshi/{gatherer.yaml, gatherer.env, migrator.env, bootstrap.env},
 #                  kalshi-gatherer.service, kalshi-migrator.service, /usr/local/sbin/kalshi-bootstrap
+#   gatherer-1 also: /etc/kalshi/reconcile.yaml, kalshi-reconcile.{service,timer}
 #   deduplicator:  /etc/kalshi/{deduplicator.yaml, deduplicator.env, export.yaml, export.env,
 #                  migrator.env, bootstrap.env}, kalshi-{deduplicator,migrator,export}.service,
 #                  kalshi-export.timer, /usr/local/sbin/kalshi-bootstrap
@@ -58,7 +59,7 @@ locals {
   })
 
   gatherer_files = [
-    for i, id in local.gatherer_ids : {
+    for i, id in local.gatherer_ids : merge({
       "/etc/kalshi/gatherer.yaml" = templatefile("${path.module}/templates/gatherer.yaml.tftpl", merge(local.common, {
         gatherer_id = id
         kalshi_env  = var.kalshi_env
@@ -72,8 +73,15 @@ locals {
       "/etc/systemd/system/kalshi-gatherer.service" = file("${local.systemd_dir}/kalshi-gatherer.service")
       "/etc/systemd/system/kalshi-migrator.service" = file("${local.systemd_dir}/kalshi-migrator.service")
       "/usr/local/sbin/kalshi-bootstrap"            = file("${path.module}/bootstrap/gatherer.sh")
-    }
+    }, i == 0 ? local.reconcile_files : {})
   ]
+  # The daily reconciliation runs on gatherer-1: it uses that gatherer's Kalshi key and budget and
+  # asks its admin API (127.0.0.1) for backfills; it reads production as the deduplicator role.
+  reconcile_files = {
+    "/etc/kalshi/reconcile.yaml"                   = templatefile("${path.module}/templates/reconcile.yaml.tftpl", local.production)
+    "/etc/systemd/system/kalshi-reconcile.service" = file("${local.systemd_dir}/kalshi-reconcile.service")
+    "/etc/systemd/system/kalshi-reconcile.timer"   = file("${local.systemd_dir}/kalshi-reconcile.timer")
+  }
 
   deduplicator_files = {
     "/etc/kalshi/deduplicator.yaml" = templatefile("${path.module}/templates/deduplicator.yaml.tftpl", merge(local.production, {

@@ -97,6 +97,13 @@ ARCHIVE: dict[str, str] = {
     "export_lag_seconds": GAUGE,  # {table} age of the end of the newest exported day
 }
 
+# `kalshi-data reconcile` (kalshi-reconcile.timer on gatherer-1) writes these through
+# node-exporter's textfile collector (shared/metrics.py ReconcileMetrics; values of the last run).
+RECONCILE: dict[str, str] = {
+    "reconcile_missing_trades": GAUGE,  # still missing after the fix pass
+    "reconcile_last_success_timestamp": GAUGE,
+}
+
 # Not ours, but present on every target we alert on.
 EXTERNAL: dict[str, str] = {
     "up": GAUGE,  # Prometheus itself, per scrape target
@@ -106,7 +113,7 @@ EXTERNAL: dict[str, str] = {
     "node_filesystem_size_bytes": GAUGE,
 }
 
-EXPORTED: dict[str, str] = {**GATHERER, **DATABASE, **DEDUPLICATOR, **ARCHIVE, **EXTERNAL}
+EXPORTED: dict[str, str] = {**GATHERER, **DATABASE, **DEDUPLICATOR, **ARCHIVE, **RECONCILE, **EXTERNAL}
 
 
 def series_names() -> frozenset[str]:

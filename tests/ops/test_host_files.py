@@ -33,6 +33,10 @@ GATHERER_FILES = {
     "/etc/kalshi/bootstrap.env", "/etc/systemd/system/kalshi-gatherer.service",
     "/etc/systemd/system/kalshi-migrator.service", "/usr/local/sbin/kalshi-bootstrap",
 }
+RECONCILE_FILES = {  # gatherer-1 only
+    "/etc/kalshi/reconcile.yaml", "/etc/systemd/system/kalshi-reconcile.service",
+    "/etc/systemd/system/kalshi-reconcile.timer",
+}
 DEDUP_FILES = {
     "/etc/kalshi/deduplicator.yaml", "/etc/kalshi/deduplicator.env", "/etc/kalshi/export.yaml",
     "/etc/kalshi/export.env", "/etc/kalshi/migrator.env", "/etc/kalshi/bootstrap.env",
@@ -66,8 +70,8 @@ def _secret_refs(doc: Any) -> list[str]:
 
 def test_three_gatherers_and_a_deduplicator_get_every_file(host_files: Rendered) -> None:
     assert len(host_files.gatherer_files) == 3
-    for files in host_files.gatherer_files:
-        assert set(files) == GATHERER_FILES
+    for i, files in enumerate(host_files.gatherer_files):
+        assert set(files) == GATHERER_FILES | (RECONCILE_FILES if i == 0 else set())
     assert set(host_files.deduplicator_files) == DEDUP_FILES
     for files in host_files.hosts().values():
         for path, content in files.items():
@@ -107,6 +111,13 @@ def test_configs_validate_against_the_service_schemas(host_files: Rendered) -> N
     e = parse_config(host_files.deduplicator_files["/etc/kalshi/export.yaml"], ArchiveConfig, env)
     assert e.archive.bucket == "kalshi-prod-archive-123456789012" and e.archive.region == "us-east-1"
     assert e.database.user == "analyst" and e.database.host == d.production.host
+    # gatherer-1's reconciliation reaches production as the export does, as the deduplicator role
+    r = parse_config(host_files.gatherer_files[0]["/etc/kalshi/reconcile.yaml"], ArchiveConfig, env)
+    assert (r.database.host, r.database.port, r.database.dbname, r.database.sslmode) == (
+        e.database.host, e.database.port, e.database.dbname, e.database.sslmode)
+    assert r.database.user == "deduplicator"
+    assert r.database.password is not None
+    assert r.database.password.source == "aws:kalshi/prod/deduplicator-db-password"
 
 
 def test_env_files_give_the_units_what_they_read(host_files: Rendered) -> None:
@@ -137,17 +148,19 @@ def test_every_secret_named_exists_and_the_host_may_read_it(host_files: Rendered
     created |= {f"kalshi/prod/{kind}-{i}" for kind in ("kalshi-api-key", "admin-token") for i in (1, 2, 3)}
     assert set(host_files.secret_names.values()) == created
     policies = {name: str(tf["data"]["aws_iam_policy_document"][name]["statement"])
-                for name in ("gatherer", "deduplicator")}
+                for name in ("gatherer", "reconcile", "deduplicator")}
 
-    def readable(role: str, name: str) -> bool:
+    def readable(roles: tuple[str, ...], name: str) -> bool:
         short = name.removeprefix("kalshi/prod/")
         per_host = re.fullmatch(r"(kalshi-api-key|admin-token)-\d", short)
         ref = (f"aws_secretsmanager_secret.{'kalshi_api_key' if short.startswith('kalshi') else 'admin_token'}"
                "[count.index].arn") if per_host else f'aws_secretsmanager_secret.db["{short}"].arn'
-        return ref in policies[role]
+        return any(ref in policies[r] for r in roles)
 
     for host, files in host_files.hosts().items():
         role = "deduplicator" if host == "deduplicator" else "gatherer"
+        # gatherer-1's role also has the reconcile policy (terraform/iam.tf), the others do not
+        policy_names = (role, "reconcile") if host == "gatherer-1" else (role,)
         refs = []
         for path, content in files.items():
             if path.endswith(".yaml"):
@@ -157,7 +170,7 @@ def test_every_secret_named_exists_and_the_host_may_read_it(host_files: Rendered
         assert refs, host
         for ref in refs:
             assert ref in created, f"{host}: {ref} is not a secret terraform creates"
-            assert readable(role, ref), f"{host}: the {role} role may not read {ref}"
+            assert readable(policy_names, ref), f"{host}: the {role} role may not read {ref}"
         if role == "gatherer":
             n = host.rsplit("-", 1)[1]
             assert {r for r in refs if re.search(r"-\d$", r)} == {

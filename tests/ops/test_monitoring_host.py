@@ -71,9 +71,9 @@ def test_prometheus_config_and_rules_pass_promtool(host: Path) -> None:
     proc = run([require_tool("promtool"), "check", "config", str(cfg)])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    assert "SUCCESS: 4 rule files found" in out and "does not exist" not in out, out
+    assert "SUCCESS: 5 rule files found" in out and "does not exist" not in out, out
     rules = sorted(p.name for p in (host / "etc/prometheus/kalshi/rules").iterdir())
-    assert rules == ["archive.yml", "deduplicator.yml", "gatherer.yml", "infrastructure.yml"]
+    assert rules == ["archive.yml", "deduplicator.yml", "gatherer.yml", "infrastructure.yml", "reconcile.yml"]
     for name in rules:
         assert (host / "etc/prometheus/kalshi/rules" / name).read_text() == (REPO / "alerts" / name).read_text()
 

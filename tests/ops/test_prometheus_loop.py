@@ -126,6 +126,12 @@ EXPECT: dict[str, Expect] = {
 }
 
 UNPROVOKABLE: dict[str, str] = {
+    "ReconcileNotRunning": "needs 36 h without a completed kalshi-data reconcile run (a daily job); "
+                           "alerts/tests/reconcile.test.yml shows it firing",
+    "ReconcileMissingTrades": "needs a reconcile run (with its fleet-wide comparison and fix pass) "
+                              "whose gatherer backfill cannot bring the trades in; "
+                              "tests/kalshi_data/test_reconcile.py covers the metric, "
+                              "alerts/tests/reconcile.test.yml the rule",
     "DiskUsageHigh": "needs a filesystem over 80 % full for node exporter to report; filling a "
                      "shared machine's disk is not a test",
     "RetentionBlocked": "needs an expired daily partition (retention keeps >= 1 day) that a consumer "

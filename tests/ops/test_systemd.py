@@ -11,8 +11,8 @@ import pytest
 from ._tools import REPO, require_tool, run
 
 UNITS = REPO / "systemd"
-SERVICES = ["kalshi-gatherer", "kalshi-deduplicator", "kalshi-migrator", "kalshi-export"]
-ALL_UNITS = [f"{s}.service" for s in SERVICES] + ["kalshi-export.timer"]
+SERVICES = ["kalshi-gatherer", "kalshi-deduplicator", "kalshi-migrator", "kalshi-export", "kalshi-reconcile"]
+ALL_UNITS = [f"{s}.service" for s in SERVICES] + ["kalshi-export.timer", "kalshi-reconcile.timer"]
 SYSTEM_UNIT_DIRS = [Path("/usr/lib/systemd/system"), Path("/lib/systemd/system")]
 
 

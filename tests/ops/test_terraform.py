@@ -160,11 +160,18 @@ def test_security_groups_least_privilege(tf: dict[str, Any]) -> None:
     rds = ingress["rds_postgres_from_deduplicator"]
     assert rds["security_group_id"] == "${aws_security_group.rds.id}"
     assert rds["referenced_security_group_id"] == "${aws_security_group.deduplicator.id}"
-    # Only these ingress rules exist: postgres x2, the monitoring set, and the optional
+    # gatherer-1's reconciliation: RDS admits the reconcile group, on the PostgreSQL port only
+    rec = ingress["rds_postgres_from_reconcile"]
+    assert rec["security_group_id"] == "${aws_security_group.rds.id}"
+    assert rec["referenced_security_group_id"] == "${aws_security_group.reconcile.id}"
+    assert rec["from_port"] == rec["to_port"] == "${local.postgres_port}"
+    assert rec["ip_protocol"] == "tcp"
+    # Only these ingress rules exist: postgres x3, the monitoring set, and the optional
     # monitoring host's (checked in test_monitoring_host.py).
     assert set(ingress) == {
         "gatherer_postgres_from_deduplicator",
         "rds_postgres_from_deduplicator",
+        "rds_postgres_from_reconcile",
         "monitoring",
         "monitoring_ui",
         "scraped_by_monitoring",
@@ -197,6 +204,21 @@ def test_security_groups_least_privilege(tf: dict[str, Any]) -> None:
         and "referenced_security_group_id" in r
     }
     assert dedup_pg == {"${aws_security_group.gatherer.id}", "${aws_security_group.rds.id}"}
+    # the reconcile group accepts nothing and reaches exactly RDS's PostgreSQL port
+    rec_sg = "${aws_security_group.reconcile.id}"
+    assert not [n for n, r in ingress.items() if r["security_group_id"] == rec_sg]
+    rec_out = {n: r for n, r in egress.items() if r["security_group_id"] == rec_sg}
+    assert set(rec_out) == {"reconcile_to_rds"}
+    out = rec_out["reconcile_to_rds"]
+    assert out["referenced_security_group_id"] == "${aws_security_group.rds.id}"
+    assert out["from_port"] == out["to_port"] == "${local.postgres_port}" and "cidr_ipv4" not in out
+    # ... and is attached to gatherer-1 only; the other gatherers and the deduplicator keep theirs
+    assert res(tf, "aws_instance")["gatherer"]["vpc_security_group_ids"] == (
+        "${count.index == 0 ? [aws_security_group.gatherer.id, aws_security_group.reconcile.id]"
+        " : [aws_security_group.gatherer.id]}"
+    )
+    assert res(tf, "aws_instance")["deduplicator"]["vpc_security_group_ids"] == [
+        "${aws_security_group.deduplicator.id}"]
 
 
 def test_instances(tf: dict[str, Any]) -> None:
@@ -289,7 +311,7 @@ def _statements(tf: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def test_iam_scoped_to_exact_secrets_and_bucket(tf: dict[str, Any]) -> None:
-    for role in ("gatherer", "deduplicator"):
+    for role in ("gatherer", "reconcile", "deduplicator"):
         for st in _statements(tf, role):
             for r in st["resources"]:
                 assert "*" not in r.replace("/*", ""), f"{role}: wildcard resource {r}"
@@ -300,8 +322,22 @@ def test_iam_scoped_to_exact_secrets_and_bucket(tf: dict[str, Any]) -> None:
     assert not [a for st in gatherer for a in st["actions"] if a.startswith("s3:")], (
         "gatherers never touch S3"
     )
-    assert "aws_secretsmanager_secret.kalshi_api_key[count.index].arn" in str(gatherer)
-    assert "aws_secretsmanager_secret.admin_token[count.index].arn" in str(gatherer)
+    assert [st["resources"] for st in gatherer] == [[
+        "${aws_secretsmanager_secret.kalshi_api_key[count.index].arn}",
+        "${aws_secretsmanager_secret.admin_token[count.index].arn}",
+        '${aws_secretsmanager_secret.db["gatherer-db-password"].arn}',
+        '${aws_secretsmanager_secret.db["dedup-reader-password"].arn}',
+    ]], "each gatherer reads exactly its own key, its own token and the two local passwords"
+    # gatherer-1 alone runs the reconciliation: one extra policy, exactly the production secret
+    reconcile = _statements(tf, "reconcile")
+    assert [(st["actions"], st["resources"]) for st in reconcile] == [(
+        ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"],
+        ['${aws_secretsmanager_secret.db["deduplicator-db-password"].arn}'],
+    )]
+    policies = res(tf, "aws_iam_role_policy")
+    assert policies["reconcile"]["role"] == "${aws_iam_role.gatherer[0].id}" and "count" not in policies["reconcile"]
+    assert policies["reconcile"]["policy"] == "${data.aws_iam_policy_document.reconcile.json}"
+    assert policies["gatherer"]["policy"] == "${data.aws_iam_policy_document.gatherer[count.index].json}"
     dedup = str(_statements(tf, "deduplicator"))
     assert 'aws_secretsmanager_secret.db["analyst-password"].arn' in dedup
     assert "admin_token" not in dedup
