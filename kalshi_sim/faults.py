@@ -26,7 +26,7 @@ class FaultTarget(Protocol):
 
 @dataclass
 class Withhold:
-    kind: str  # "trade" | "delta"
+    kind: str  # "trade" | "delta" | "drop_delta"
     remaining: int
     ticker: str | None
 
@@ -48,6 +48,15 @@ CHAOS_MENU: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+def menu_label(name: str, kwargs: dict[str, Any]) -> str:
+    """``name`` or ``name:variant`` (the kind/mode/code argument) of a CHAOS_MENU entry, as
+    ``chaos(exclude=...)`` names them: ``withhold_next:delta``, ``drop_connections:reset``."""
+    for k in ("kind", "mode", "code"):
+        if k in kwargs:
+            return f"{name}:{kwargs[k]}"
+    return name
+
+
 class Faults:
     """Pending faults + counters for one simulator."""
 
@@ -66,9 +75,12 @@ class Faults:
         self.pongs_stopped = False
         self.in_maintenance = False
         self.skew_ms = 0
+        self.key_skew_ms: dict[str, int] = {}  # per API key: that client's clock is off
+        self.key_refuse_until: dict[str, float] = {}  # per API key: handshakes refused until
         self.withholds: list[Withhold] = []
         self.chaos_rng: random.Random | None = None
         self.chaos_per_s = 0.0
+        self.chaos_menu: tuple[tuple[str, dict[str, Any]], ...] = CHAOS_MENU
         self.now: float = 0.0  # monotonic seconds, updated by the server
 
     # --- bookkeeping ----------------------------------------------------------------------
@@ -117,9 +129,15 @@ class Faults:
         return n
 
     def refuse_connections(self, seconds: float | None = None, count: int | None = None,
-                           status: int = 503) -> None:
-        """Refuse new WS handshakes with ``status`` for ``seconds`` or the next ``count``."""
+                           status: int = 503, key_id: str | None = None) -> None:
+        """Refuse new WS handshakes with ``status`` for ``seconds`` or the next ``count``;
+        with ``key_id``, only handshakes signed by that API key (one client), for ``seconds``."""
         self.refuse_status = status
+        if key_id is not None:
+            if seconds is None:
+                raise ValueError("refusing one key's handshakes needs seconds")
+            self.key_refuse_until[key_id] = self.now + seconds
+            return
         if seconds is not None:
             self.refuse_until = self.now + seconds
         if count is not None:
@@ -127,10 +145,15 @@ class Faults:
         if seconds is None and count is None:
             self.refuse_count = 1
 
-    def should_refuse(self) -> int | None:
+    def should_refuse(self, key_id: str | None = None) -> int | None:
+        """The status to refuse a WS handshake with (``key_id``: the key named in its headers,
+        if any), or None to accept it."""
         if self.in_maintenance:
             self.count("refuse")
             return 503
+        if key_id is not None and self.now < self.key_refuse_until.get(key_id, 0.0):
+            self.count("refuse_key")
+            return self.refuse_status
         if self.refuse_count > 0:
             self.refuse_count -= 1
             self.count("refuse")
@@ -230,10 +253,32 @@ class Faults:
         if on and self.target is not None:
             self.target.drop_all("close", 1001, "maintenance")
 
-    def clock_skew(self, ms: int = 0) -> None:
-        """Shift the server clock used for auth freshness checks by ``ms``."""
-        self.skew_ms = ms
+    def clock_skew(self, ms: int = 0, key_id: str | None = None) -> None:
+        """Shift the server clock used for auth freshness checks by ``ms``. With ``key_id`` only
+        for that API key's requests and handshakes, whose REST answers also carry the shifted
+        ``Date``: to that client it is exactly as if its own clock were ``ms`` behind."""
+        if key_id is None:
+            self.skew_ms = ms
+        elif ms:
+            self.key_skew_ms[key_id] = ms
+        else:
+            self.key_skew_ms.pop(key_id, None)
         self.count("clock_skew")
+
+    def skew_for(self, key_id: str | None) -> int:
+        """Total clock shift (ms) applied to requests signed by ``key_id``."""
+        if key_id is None or not self.key_skew_ms:
+            return self.skew_ms
+        return self.skew_ms + self.key_skew_ms.get(key_id, 0)
+
+    def drop_deltas(self, n: int = 1, ticker: str | None = None) -> None:
+        """Lose the next ``n`` deltas (optionally of ``ticker``) on the wire for EVERY WebSocket
+        subscriber: each still consumes its seq number but is never sent, so every client sees
+        a real seq gap (data gone, not just a number skipped) and must resync that book. REST
+        books and the truth log are unaffected; the truth marks them ``dropped``."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        self.withholds.append(Withhold("drop_delta", n, ticker))
 
     def withhold_next(self, kind: str = "trade", n: int = 1, ticker: str | None = None) -> None:
         """Keep the next ``n`` trades/deltas (optionally of ``ticker``) from every WS client;
@@ -249,21 +294,35 @@ class Faults:
                 w.remaining -= 1
                 if w.remaining == 0:
                     self.withholds.remove(w)
-                self.count(f"withhold_{kind}")
+                self.count("drop_delta" if kind == "drop_delta" else f"withhold_{kind}")
                 return True
         return False
 
-    def chaos(self, on: bool = True, seed: int = 0, per_s: float = 1.0) -> None:
-        """Seeded random faults: on average ``per_s`` per virtual second from CHAOS_MENU."""
+    def chaos(self, on: bool = True, seed: int = 0, per_s: float = 1.0,
+              exclude: list[str] | None = None) -> list[str]:
+        """Seeded random faults: on average ``per_s`` per virtual second from CHAOS_MENU, minus
+        the entries named in ``exclude`` (``menu_label``: ``reset_seq``, ``withhold_next:delta``;
+        a bare name excludes every variant). Returns the labels chaos may pick."""
+        drop = set(exclude or ())
+        menu = tuple((n, k) for n, k in CHAOS_MENU
+                     if n not in drop and menu_label(n, k) not in drop)
+        if on and not menu:
+            raise ValueError("exclude leaves chaos nothing to inject")
+        unknown = drop - {n for n, _ in CHAOS_MENU} - {menu_label(n, k) for n, k in CHAOS_MENU}
+        if unknown:
+            raise ValueError(f"unknown chaos entries: {sorted(unknown)}")
+        self.chaos_menu = menu
         self.chaos_rng = random.Random(seed) if on else None
         self.chaos_per_s = per_s if on else 0.0
+        return [menu_label(n, k) for n, k in menu]
 
     def chaos_tick(self, dt_s: float) -> None:
         rng = self.chaos_rng
         if rng is None or rng.random() >= self.chaos_per_s * dt_s:
             return
-        name, kwargs = CHAOS_MENU[rng.randrange(len(CHAOS_MENU))]
+        name, kwargs = self.chaos_menu[rng.randrange(len(self.chaos_menu))]
         self.count("chaos")
+        self.count(f"chaos:{menu_label(name, kwargs)}")
         getattr(self, name)(**kwargs)
 
     # Names the control API may call.
@@ -272,5 +331,5 @@ class Faults:
         "skip_seq", "duplicate_seq", "reorder_seq", "send_malformed", "send_truncated",
         "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
         "rest_truncate", "reset_seq", "maintenance",
-        "clock_skew", "withhold_next", "chaos",
+        "clock_skew", "withhold_next", "drop_deltas", "chaos",
     )

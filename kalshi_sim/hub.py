@@ -150,9 +150,17 @@ class Hub:
                 n = self.delta_n
                 self.delta_n += 1
                 subs = ob.get(ev.ticker)  # type: ignore[union-attr]
-                if f.withholds and f.check_withhold("delta", ev.ticker):  # type: ignore[union-attr]
-                    self.truth.mark_withheld("delta", n)
-                    continue
+                if f.withholds:
+                    if f.check_withhold("delta", ev.ticker):  # type: ignore[union-attr]
+                        self.truth.mark_withheld("delta", n)
+                        continue
+                    if f.check_withhold("drop_delta", ev.ticker):  # type: ignore[union-attr]
+                        # lost on the wire: every subscriber's seq moves on, nothing is sent
+                        self.truth.mark_dropped("delta", n)
+                        for sub in tuple(subs or ()):
+                            if sub.alive and sub.has_seq:
+                                sub.seq += 1
+                        continue
                 if subs:
                     body = enc.delta_body(ev, states[ev.idx].st.market_id)  # type: ignore[union-attr,arg-type]
                     for sub in tuple(subs):

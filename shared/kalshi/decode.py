@@ -369,8 +369,10 @@ class Decoder:
             else:
                 v = msg["ts"]  # type: ignore[index]
                 # legacy RFC 3339 ("...Z") straight to its parser; seconds and the rest via the
-                # general legacy rule
+                # general legacy rule. Cut to whole ms like ts_ms (data-model.md: one precision
+                # for every exchange time, so both payload versions give one delta the same key)
                 ts = rfc3339_to_us(v) if type(v) is str and v[-1:] == "Z" else legacy_ts_to_us(v)
+                ts -= ts % 1000
         except (KeyError, TypeError, AttributeError, UnitError) as exc:
             return self._reject(out or [], exc, raw, sid, msg, "orderbook_delta", rx)
         if self.profile is None:
@@ -466,9 +468,9 @@ class Decoder:
             if v is not None:
                 ts = ts_ms_to_us(v)
             elif "ts" in msg:  # type: ignore[operator]
-                ts = legacy_ts_to_us(msg["ts"])  # type: ignore[index]
+                ts = to_ms_precision(legacy_ts_to_us(msg["ts"]))  # type: ignore[index]
             else:
-                ts = rfc3339_to_us(msg["time"])  # type: ignore[index]
+                ts = to_ms_precision(rfc3339_to_us(msg["time"]))  # type: ignore[index]
             yes_bid = f.opt_price(msg, "yes_bid_dollars", "yes_bid")  # type: ignore[arg-type]
             yes_ask = f.opt_price(msg, "yes_ask_dollars", "yes_ask")  # type: ignore[arg-type]
             price = f.opt_price(msg, "price_dollars", "price")  # type: ignore[arg-type]

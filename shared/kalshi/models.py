@@ -84,7 +84,8 @@ class TradeRow(NamedTuple):
 
 
 class DeltaRow(NamedTuple):
-    """``orderbook_deltas``. The decoder leaves occurrence 0; the router numbers it."""
+    """``orderbook_deltas``. exchange_ts at millisecond precision (in µs), whichever payload
+    version carried it. The decoder leaves occurrence 0; the router numbers it."""
 
     ticker: str
     exchange_ts: int
@@ -112,7 +113,8 @@ class SnapshotRow(NamedTuple):
 
 
 class TickerRow(NamedTuple):
-    """``tickers``. dollar_volume / dollar_open_interest are whole dollars (hardening 7)."""
+    """``tickers``. exchange_ts at millisecond precision (in µs); dollar_volume /
+    dollar_open_interest are whole dollars (hardening 7)."""
 
     ticker: str
     exchange_ts: int

@@ -147,8 +147,9 @@ def ts_ms_to_us(v: Any) -> int:
 
 
 def to_ms_precision(us: int) -> int:
-    """Truncate microseconds to whole milliseconds (still in µs), the precision every trade
-    source carries, so WS, REST and every gatherer agree on a trade's exchange_ts."""
+    """Truncate microseconds to whole milliseconds (still in µs), the precision every source
+    carries (WS ``ts_ms``, legacy ``ts``, REST ``created_time``), so every payload version, path
+    and gatherer gives one event the same exchange_ts, hence the same identity key."""
     return us - us % 1000
 
 

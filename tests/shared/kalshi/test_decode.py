@@ -172,7 +172,7 @@ def test_legacy_frames() -> None:
     assert isinstance(cents_only, SnapshotRow)
     assert cents_only.yes_levels == ((4000, 1200), (4100, 700)) and cents_only.no_levels == ()
     assert one(dec, "legacy2025/orderbook_delta.json") == DeltaRow(
-        "KXMLBGAME-25AUG12SDSF-SD", 1755032432539836, "no", 5100, -100, 0, 3, 1, RX
+        "KXMLBGAME-25AUG12SDSF-SD", 1755032432539000, "no", 5100, -100, 0, 3, 1, RX
     )
     assert dec.profile is Profile.LEGACY2025
     tr = one(dec, "legacy2025/trade.json")
@@ -208,6 +208,32 @@ def test_legacy_frames() -> None:
     )
     lc = one(dec, "legacy2025/market_lifecycle_v2.json")
     assert isinstance(lc, Lifecycle) and lc.event_type == "determined"
+
+
+def test_one_event_gets_one_key_whichever_payload_version_carried_it() -> None:
+    """A delta and a ticker update sent as legacy ``ts`` (RFC 3339 with a ns fraction, or
+    seconds) and as fp2026 ``ts_ms`` decode to the same exchange_ts: millisecond precision."""
+    ms = 1755032432539
+    legacy = orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": "A", "price": 51, "delta": -1, "side": "no",
+        "ts": "2025-08-12T21:00:32.539836022Z"}})
+    fp = orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": "A", "price_dollars": "0.5100", "delta_fp": "-1.00", "side": "no",
+        "ts": "2025-08-12T21:00:32.539836Z", "ts_ms": ms}})
+    a = Decoder(Profile.LEGACY2025).feed(legacy, RX)[0]
+    b = Decoder(Profile.FP2026).feed(fp, RX)[0]
+    assert isinstance(a, DeltaRow) and isinstance(b, DeltaRow)
+    assert a.exchange_ts == b.exchange_ts == ms * 1000
+    assert a[:6] == b[:6]  # the whole identity key (ticker, exchange_ts, side, price, delta, occ)
+    tk_legacy = orjson.dumps({"type": "ticker", "sid": 2, "msg": {
+        "market_ticker": "A", "price": 51, "time": "2025-08-12T21:00:32.539836Z"}})
+    tk_fp = orjson.dumps({"type": "ticker", "sid": 2, "msg": {
+        "market_ticker": "A", "price_dollars": "0.5100", "ts_ms": ms}})
+    ta = Decoder().feed(tk_legacy, RX)[0]
+    tb = Decoder().feed(tk_fp, RX)[0]
+    assert isinstance(ta, TickerRow) and isinstance(tb, TickerRow)
+    assert ta.exchange_ts == tb.exchange_ts == ms * 1000
+    assert ta.content_hash == tb.content_hash
 
 
 def test_numbers_instead_of_strings_are_parsed_exactly() -> None:
