@@ -23,7 +23,8 @@ import contextlib
 import importlib.metadata
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -45,9 +46,10 @@ from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
 from gatherer.retention import Retention
 from gatherer.router import BackfillRequest, ResyncRequest, Router
+from gatherer.spool import Spool, SpoolBudget, SpoolError
 from gatherer.writer import PgSink, Writer, make_writers
 from shared import db
-from shared.errors import StorageError
+from shared.errors import ConfigError, StorageError
 from shared.http import HttpServer, start_servers
 from shared.kalshi.auth import KeyLoadError, load_private_key
 from shared.kalshi.models import Lifecycle, Profile, Rejected, SeqGap
@@ -146,8 +148,14 @@ class GathererApp:
             lambda: PgSink(lambda: db.connect(dbcfg, "kalshi-gatherer-writer"), notify), m,
             batch_size=cfg.writer.batch_size, flush_interval_s=cfg.writer.flush_interval_ms / 1000,
             queue_max_rows=max(cfg.writer.queue_max_rows, cfg.writer.batch_size),
-            retry_max_s=cfg.writer.retry_max_s)
-        for w in self.writers.values():
+            retry_max_s=cfg.writer.retry_max_s, spool_factory=self._spool_factory())
+        for name, w in self.writers.items():
+            try:
+                left = await w.open_spool()
+            except SpoolError as exc:
+                raise ConfigError("spool.directory", str(exc)) from None
+            if left:
+                log.warning("writer %s: replaying %d rows spooled by the previous run", name, left)
             w.start()
         self.health.writers = self.writers  # type: ignore[assignment]
 
@@ -213,6 +221,17 @@ class GathererApp:
         self.started = True
         log.info("gatherer %s running: %d connections, %d open markets", cfg.gatherer_id,
                  len(self.conns.conns), self.registry.active_count)
+
+    def _spool_factory(self) -> Callable[[str], Spool] | None:
+        """Each writer's on-disk spool under ``spool.directory/<gatherer_id>/``, all sharing one
+        disk bound; None when the spool is disabled (a full queue then blocks the sockets)."""
+        sc = self.cfg.spool
+        self.metrics.writer_spool_max_bytes.set(sc.max_bytes if sc.enabled else 0)
+        if not sc.enabled:
+            return None
+        budget = SpoolBudget(sc.max_bytes)
+        base = Path(sc.directory) / self.cfg.gatherer_id
+        return lambda table: Spool(base, table, budget, self.metrics, chunk_rows=sc.chunk_rows)
 
     async def _delayed(self, coro: Coroutine[Any, Any, Any], delay: float) -> Any:
         try:

@@ -149,6 +149,36 @@ class GathererMetrics(DbPoolMetrics):
         self.writer_backpressure_seconds_total = Counter(
             "writer_backpressure_seconds_total", "Time producers spent blocked on a full queue",
             ["writer"], registry=r)
+        # on-disk spool (gatherer/spool.py): rows beyond the memory queue while the DB lags
+        self.writer_spool_rows = Gauge(
+            "writer_spool_rows", "Rows waiting in the on-disk spool", ["writer"], registry=r)
+        self.writer_spool_bytes = Gauge(
+            "writer_spool_bytes", "Disk bytes held by the on-disk spool", ["writer"], registry=r)
+        self.writer_spool_max_bytes = Gauge(
+            "writer_spool_max_bytes", "Configured bound of all spools together (spool.max_bytes)",
+            registry=r)
+        self.writer_spool_spilled_rows_total = Counter(
+            "writer_spool_spilled_rows_total", "Rows written to the spool because the queue was full",
+            ["writer"], registry=r)
+        self.writer_spool_replayed_rows_total = Counter(
+            "writer_spool_replayed_rows_total", "Rows read back from the spool, in order", ["writer"],
+            registry=r)
+        self.writer_spool_corrupt_chunks_total = Counter(
+            "writer_spool_corrupt_chunks_total", "Spool chunks failing their checksum (skipped)",
+            ["writer"], registry=r)
+        # resync state machine (gatherer/resync.py)
+        self.resync_requests_total = Counter(
+            "resync_requests_total", "Books marked dirty and queued for a resync", ["reason"], registry=r)
+        self.resync_steps_total = Counter(
+            "resync_steps_total", "Resync steps taken (get_snapshot, resubscribe, rest_snapshot)",
+            ["step"], registry=r)
+        self.resync_completed_total = Counter(
+            "resync_completed_total", "Resyncs completed (snapshot committed), by the step that did it",
+            ["how"], registry=r)
+        self.resync_dirty_books = Gauge(
+            "resync_dirty_books", "Books waiting for a resync snapshot", registry=r)
+        self.resync_oldest_dirty_seconds = Gauge(
+            "resync_oldest_dirty_seconds", "How long the oldest waiting book has been dirty", registry=r)
         # poller, backfill, retention
         self.poller_snapshots_fetched_total = Counter(
             "poller_snapshots_fetched_total", "REST orderbook snapshots fetched", registry=r)
@@ -165,6 +195,16 @@ class GathererMetrics(DbPoolMetrics):
             "backfill_trades_total", "Trades fetched by REST backfill", registry=r)
         self.backfill_requests_total = Counter(
             "backfill_requests_total", "Backfill requests", ["reason"], registry=r)
+        self.backfill_pending_windows = Gauge(
+            "backfill_pending_windows", "Trade backfill windows queued and not yet done", registry=r)
+        self.backfill_oldest_pending_seconds = Gauge(
+            "backfill_oldest_pending_seconds", "Age of the oldest pending trade backfill window",
+            registry=r)
+        self.backfill_failures_total = Counter(
+            "backfill_failures_total", "Backfill attempts that failed (the window is retried)",
+            registry=r)
+        self.backfill_windows_done_total = Counter(
+            "backfill_windows_done_total", "Backfill windows completed (trades committed)", registry=r)
         self.retention_blocked_partitions = Gauge(
             "retention_blocked_partitions", "Expired partitions kept because a consumer has not acknowledged",
             registry=r)
@@ -173,6 +213,9 @@ class GathererMetrics(DbPoolMetrics):
             registry=r)
         self.rest_rate_limited_total = Counter(
             "rest_rate_limited_total", "429 answers received", registry=r)
+        self.rest_clock_skew_seconds = Gauge(
+            "rest_clock_skew_seconds", "Our clock minus the exchange's Date header (last answer)",
+            registry=r)
 
 
 class DeduplicatorMetrics(DbPoolMetrics):
@@ -203,6 +246,9 @@ class DeduplicatorMetrics(DbPoolMetrics):
             "dedup_errors_total", "Errors by class", ["gatherer", "type"], registry=r)
         self.dedup_rows_read_total = Counter(
             "dedup_rows_read_total", "Rows read from gatherers", ["gatherer", "table"], registry=r)
+        self.dedup_rejected_rows_total = Counter(
+            "dedup_rejected_rows_total", "Rows production refused, set aside in its rejected_rows",
+            ["gatherer", "table"], registry=r)
 
 
 class ArchiveMetrics:

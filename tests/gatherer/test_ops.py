@@ -80,7 +80,7 @@ async def test_health_ready_and_metrics_over_http(gsim: Any, gconf: Any, run_app
     comp = body["components"]
     assert set(comp) == {"websocket", "database", "registry", "poller", "exchange"}
     assert set(comp["websocket"]) == {"status", "connections", "healthy", "subscribed_markets"}
-    assert set(comp["database"]) == {"status", "writable", "queue_rows", "queue_max_rows"}
+    assert set(comp["database"]) == {"status", "writable", "queue_rows", "queue_max_rows", "spool_rows"}
     assert set(comp["registry"]) == {"status", "markets", "active_markets", "last_sync_age_s"}
     assert set(comp["poller"]) == {"status", "last_cycle_s", "last_cycle_age_s"}
     assert set(comp["exchange"]) == {"status", "exchange_active", "trading_active"}
