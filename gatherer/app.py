@@ -8,8 +8,9 @@ Start order (each step needs the previous ones)::
     writers, partitions           ensure_partitions() before the first insert
     coverage: process_down        from the newest stored row's received_at to now
     market registry full sync     "loaded N markets from REST API"
-    router, connection manager    sockets open, staggered
-    backfill (start-up window), sweep, poller, retention, admin API
+    backfill queue resumed        windows a previous run left pending carry on
+    router, resync machine, connection manager    sockets open, staggered
+    backfill (start-up window), sweep, drain, poller, retention, admin API
 
 Stop order (SIGTERM/SIGINT): admin API, connection manager (stop reading sockets: nothing new
 enters the pipeline), background loops, writers flushed within ``writer.flush_deadline_s``,
@@ -35,6 +36,7 @@ from gatherer._backoff import Backoff
 from gatherer._exclock import ExchangeClock, TradeTap
 from gatherer.admin import AdminServer
 from gatherer.backfill import Backfill
+from gatherer.backfill_queue import BackfillQueue
 from gatherer.config import GathererConfig
 from gatherer.connection import ConnectionManager
 from gatherer.coverage import CoverageLedger
@@ -43,6 +45,7 @@ from gatherer.health import DbProbe, GathererHealth
 from gatherer.markets import MarketRegistry
 from gatherer.poller import SnapshotPoller
 from gatherer.rawlog import RawLog
+from gatherer.resync import ResyncMachine
 from gatherer.rest import RestClient
 from gatherer.retention import Retention
 from gatherer.router import BackfillRequest, ResyncRequest, Router
@@ -107,6 +110,7 @@ class GathererApp:
         self.conns: ConnectionManager | None = None
         self.coverage: CoverageLedger | None = None
         self.backfill: Backfill | None = None
+        self.resync: ResyncMachine | None = None
         self.poller: SnapshotPoller | None = None
         self.retention: Retention | None = None
         self.rawlog: RawLog | None = None
@@ -159,12 +163,20 @@ class GathererApp:
             w.start()
         self.health.writers = self.writers  # type: ignore[assignment]
 
-        self.coverage = CoverageLedger(cfg.gatherer_id, self.writers["coverage_events"], _now_us)
-        last_seen_us, last_trade_us, open_backfill_us = await self._last_stored()
+        self.coverage = CoverageLedger(cfg.gatherer_id, self.writers["coverage_events"], _now_us,
+                                       exchange_offset_us=lambda: self.exclock.offset_us)
+        last_seen_us, last_trade_us = await self._last_stored()
         if last_seen_us is not None:
-            await self.coverage.record("process_down", "process", last_seen_us, _now_us(),
-                                       recovered=False, detail={"how": "restart; trade backfill since "
-                                                                "the last stored trade, fresh snapshots"})
+            await self.coverage.record(
+                "process_down", "process", last_seen_us, _now_us(), recovered=False,
+                detail={"how": "restart; fresh snapshots; trades: the backfill queue and the first "
+                               "sweep cover the downtime",
+                        "lost": "orderbook deltas and ticker updates of the window"})
+        backfill_q: asyncio.Queue[BackfillRequest] = asyncio.Queue(10_000)
+        self.backfill = Backfill(cfg.backfill, self.rest, self.writers["trades"], self.coverage, m,
+                                 requests=backfill_q, queue=BackfillQueue(self.pool),
+                                 exclock=self.exclock, now_us=_now_us)
+        await self.backfill.resume()
 
         self.registry = MarketRegistry(
             cfg.registry, self.rest, m, markets_sink=self.writers["markets"],
@@ -173,7 +185,6 @@ class GathererApp:
         await self._initial_sync()
 
         resync_q: asyncio.Queue[ResyncRequest] = asyncio.Queue(10_000)
-        backfill_q: asyncio.Queue[BackfillRequest] = asyncio.Queue(10_000)
         lifecycle_q: asyncio.Queue[Lifecycle | SeqGap] = asyncio.Queue(100_000)
         profile = None if cfg.kalshi.profile == "auto" else Profile(cfg.kalshi.profile)
         router_writers = dict(self.writers)
@@ -192,21 +203,25 @@ class GathererApp:
 
         self.conns = ConnectionManager(
             cfg.connections, cfg.kalshi, self.key, self.router, self.registry, m, self.coverage,
-            resync_q=resync_q, backfill_q=backfill_q,
+            backfill_q=backfill_q,
             rawlog=self.rawlog.write if self.rawlog is not None else None,
             on_lifecycle_reconnect=self.registry.request_reconcile)
         self.health.conns = self.conns
+        self.resync = ResyncMachine(cfg.resync, self.conns, self.router, self.rest,
+                                    self.writers["orderbook_snapshots"], self.coverage, m,
+                                    requests=resync_q, now_us=_now_us)
+        self.router.on_snapshot = self.resync.on_snapshot
+        self._spawn(self.resync.run(), "resync")
         await self.conns.start()
 
-        self.backfill = Backfill(cfg.backfill, self.rest, self.writers["trades"], self.coverage, m,
-                                 requests=backfill_q, exclock=self.exclock, now_us=_now_us)
         if cfg.backfill.enabled:
-            self._spawn(self._startup_backfill(last_trade_us, open_backfill_us), "backfill-startup")
+            self._spawn(self._startup_backfill(last_trade_us), "backfill-startup")
             self._spawn(self.backfill.run_sweep(), "backfill-sweep")
         self._spawn(self.backfill.run_requests(), "backfill-requests")
+        self._spawn(self.backfill.run_drain(), "backfill-drain")
 
         self.poller = SnapshotPoller(cfg.poller, self.rest, self.registry, self.router,
-                                     self.writers["orderbook_snapshots"], self.coverage, m, now_us=_now_us)
+                                     self.writers["orderbook_snapshots"], m, now_us=_now_us)
         self.health.poller = self.poller
         if cfg.poller.enabled:
             self._spawn(self._delayed(self.poller.run(), min(5.0, cfg.poller.interval_s)), "poller")
@@ -270,30 +285,26 @@ class GathererApp:
             log.info("connected to local database %s", name)
             return
 
-    async def _last_stored(self) -> tuple[int | None, int | None, int | None]:
-        """(newest received_at of anything we stored, newest trade exchange_ts, start of the
-        oldest trade backfill a previous run began and never finished)."""
+    async def _last_stored(self) -> tuple[int | None, int | None]:
+        """(newest received_at of anything we stored, newest trade exchange_ts)."""
         assert self.pool is not None
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT greatest((SELECT max(received_at) FROM trades),"
                 " (SELECT max(updated_at) FROM coverage_events WHERE gatherer_id = %s)),"
-                " (SELECT max(exchange_ts) FROM trades),"
-                " (SELECT min(window_start) FROM coverage_events WHERE gatherer_id = %s"
-                "   AND kind = 'trade_backfill' AND NOT recovered)",
-                (self.cfg.gatherer_id, self.cfg.gatherer_id))
+                " (SELECT max(exchange_ts) FROM trades)", (self.cfg.gatherer_id,))
             row = await cur.fetchone()
         if row is None:
-            return None, None, None
-        return row[0], row[1], row[2]
+            return None, None
+        return row[0], row[1]
 
-    async def _startup_backfill(self, last_trade_us: int | None, open_backfill_us: int | None) -> None:
+    async def _startup_backfill(self, last_trade_us: int | None) -> None:
         """Trades since the last stored one, once a trade socket is live (so REST and WS overlap).
 
-        A previous run may have died with holes older than its newest trade: a reconnect or gap
-        backfill still pending, or a window only its next sweep would have covered. So the window
-        starts one sweep interval before the newest stored trade, or at the oldest unfinished
-        backfill of that run, whichever is earlier; at most ``backfill.max_window_s`` back.
+        Windows a previous run queued and never finished are still in backfill_queue and resume
+        by themselves, and the first sweep starts where that run's last sweep ended; this window
+        (from one sweep interval before the newest stored trade, at most
+        ``backfill.max_window_s`` back) makes the trades complete sooner after a restart.
         """
         assert self.backfill is not None and self.conns is not None
         cfg = self.cfg.backfill
@@ -304,8 +315,6 @@ class GathererApp:
             start = now - int(cfg.max_window_s * 1e6)
         else:
             start = last_trade_us - int((cfg.sweep_interval_s + cfg.overlap_s) * 1e6)
-            if open_backfill_us is not None:
-                start = min(start, open_backfill_us)
         await self.backfill.run(start, "startup", end_us=now)
 
     async def _initial_sync(self) -> None:

@@ -68,6 +68,7 @@ class ConnectionsConfig:
     ping_interval_s: PositiveFloat = 10.0
     ping_timeout_s: PositiveFloat = 20.0
     silent_role_s: PositiveFloat = 120.0
+    subscribe_timeout_s: PositiveFloat = 15.0
     max_message_bytes: PositiveInt = 16 * 1024 * 1024
     compression: bool = False
 

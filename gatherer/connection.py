@@ -18,18 +18,24 @@ Per connection (``WsConnection``):
   data silence; a dead socket is closed and reconnected with exponential backoff + full jitter,
   and every connect passes a shared gate (``stagger_s`` apart) so the pool never reconnects in one
   burst;
-- after a reconnect: fresh snapshots come with the new subscription, a trade connection asks for
-  a REST backfill of the outage window, a lifecycle connection asks the registry to reconcile, and
-  the outage is a ``ws_down`` coverage event.
+- an outage, from the last frame received to the new subscription, is a ``ws_down`` coverage
+  event, and so is a resubscribe on a live socket (terminal error, silent role, a resync): data
+  sent meanwhile never reached us either. After it, per role (``on_subscribed``): a trade
+  connection queues a REST backfill of the window, which closes the event once the trades are
+  committed; a lifecycle connection asks the registry to reconcile and closes it when that
+  reconcile has run; orderbook and ticker connections close it unrecovered (fresh snapshots come
+  with the subscription, but the deltas and ticker updates of the window are gone).
 
-The manager also consumes the router's resync requests (``get_snapshot``), and resubscribes a role
-that has been silent for ``silent_role_s`` while the exchange is active.
+The manager resubscribes a role that has been silent for ``silent_role_s`` while the exchange is
+active; the resync machine (gatherer/resync.py) drives ``get_snapshot``/``resubscribe`` for dirty
+books through ``by_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -49,7 +55,7 @@ from gatherer.config import ConnectionsConfig, KalshiConfig
 from gatherer.coverage import CoverageLedger
 from gatherer.errors import AuthRejected
 from gatherer.markets import MarketChange, MarketRegistry
-from gatherer.router import BackfillRequest, ResyncRequest, Router
+from gatherer.router import BackfillRequest, Router
 from shared.kalshi.auth import sign_headers
 from shared.kalshi.models import ControlEvent, ErrorFrame, Ok, Subscribed, Unsubscribed
 from shared.logging import RateLimitedLog
@@ -97,6 +103,7 @@ class _Sub:
     firehose: bool
     sid: int | None = None
     pending_id: int | None = None  # subscribe command in flight
+    pending_since: float = 0.0  # monotonic time it was sent
     sent: set[str] = field(default_factory=set)  # markets the exchange has been told about
     subscribed_at: float = 0.0
 
@@ -118,6 +125,7 @@ class WsConnection:
         self.ever_connected = False
         self.down_since_us: int | None = None
         self.last_rx_mono = 0.0
+        self.last_rx_us = 0  # receive time of the newest frame: where an outage begins
         self.last_error: str | None = None
         self._ids = itertools.count(1)
         self._cmds: dict[int, tuple[str, tuple[str, ...]]] = {}
@@ -167,6 +175,15 @@ class WsConnection:
         """The desired market set changed: send the difference when possible."""
         self._sync_needed.set()
 
+    def abort(self, why: str) -> None:
+        """Drop the socket now (it reconnects with backoff): the exchange stopped answering."""
+        ws = self.ws
+        if ws is not None:
+            log.warning("WebSocket %s: %s; reconnecting", self.conn_id, why,
+                        extra={"conn_id": self.conn_id})
+            with contextlib.suppress(Exception):
+                ws.transport.abort()
+
     def subscribed_markets(self) -> int:
         if not self.healthy:
             return 0
@@ -195,6 +212,7 @@ class WsConnection:
         old = self.sub.sid
         log.warning("resubscribing %s channel (%s)", self.sub.channel, why,
                     extra={"conn_id": self.conn_id, "sid": old})
+        await self._outage_begins(why)
         self.sub.sid = None
         self.sub.sent = set()
         self.healthy = False
@@ -297,6 +315,7 @@ class WsConnection:
         conn_id = self.conn_id
         async for raw in ws:
             rx = time.time_ns() // 1000
+            self.last_rx_us = rx
             self.last_rx_mono = time.monotonic()
             self._n_msgs += 1
             self._n_bytes += len(raw)
@@ -370,6 +389,7 @@ class WsConnection:
                     return  # an orderbook subscription needs markets (error 14 otherwise)
                 params["market_tickers"] = want
                 sub.sent = set(want)
+            sub.pending_since = time.monotonic()
             sub.pending_id = await self._send("subscribe", params, ("subscribe", ()))
             return
         if sub.firehose:
@@ -466,11 +486,18 @@ class WsConnection:
         self._mgr.router.detach(self.conn_id)
         self.sub = _Sub(CHANNEL[self.role], firehose=self.role != "orderbook")
         if was_open and not self._stopping:
-            self.down_since_us = _now_us()
-            self._ws_down_event = await self._mgr.coverage.open(
-                "ws_down", "connection", self.down_since_us,
-                detail={"conn_id": self.conn_id, "role": self.role})
+            await self._outage_begins("socket lost")
         self._mgr.update_gauges()
+
+    async def _outage_begins(self, cause: str) -> None:
+        """Open this connection's ``ws_down`` event, from the last frame received, unless one is
+        open already (a resubscribe that fails into a reconnect is one outage)."""
+        if self._ws_down_event is not None:
+            return
+        self.down_since_us = self.last_rx_us or _now_us()
+        self._ws_down_event = await self._mgr.coverage.open(
+            "ws_down", "connection", self.down_since_us,
+            detail={"conn_id": self.conn_id, "role": self.role, "cause": cause})
 
 
 class ConnectionManager:
@@ -486,7 +513,6 @@ class ConnectionManager:
         metrics: GathererMetrics,
         coverage: CoverageLedger,
         *,
-        resync_q: asyncio.Queue[ResyncRequest],
         backfill_q: asyncio.Queue[BackfillRequest],
         rawlog: RawLogFn | None = None,
         on_lifecycle_reconnect: Callable[[], None] | None = None,
@@ -499,7 +525,6 @@ class ConnectionManager:
         self.metrics = metrics
         self.coverage = coverage
         self.rawlog = rawlog
-        self._resync_q = resync_q
         self._backfill_q = backfill_q
         self._on_lifecycle_reconnect = on_lifecycle_reconnect
         self.ws_path = urlsplit(kalshi.ws_base).path or "/trade-api/ws/v2"
@@ -531,7 +556,6 @@ class ConnectionManager:
             c.start(c.index * self.cfg.stagger_s)
         self._tasks = [
             asyncio.create_task(self._changes_loop(), name="conn-changes"),
-            asyncio.create_task(self._resync_loop(), name="conn-resync"),
             asyncio.create_task(self._watchdog_loop(), name="conn-watchdog"),
         ]
 
@@ -600,34 +624,6 @@ class ConnectionManager:
                 self.apply_change(q.get_nowait())
             self.update_gauges()
 
-    async def _resync_loop(self) -> None:
-        while True:
-            req = await self._resync_q.get()
-            conn = next((c for c in self.conns if c.conn_id == req.conn_id), None)
-            ok = False
-            if conn is not None:
-                try:
-                    ok = await conn.get_snapshot(req.sid, req.tickers)
-                except websockets.ConnectionClosed:
-                    ok = False
-            now = _now_us()
-            kind = "seq_gap" if req.reason == "seq_gap" else "resync"
-            detail = {"reason": req.reason, "conn_id": req.conn_id, "sid": req.sid,
-                      "how": "get_snapshot" if ok else "resubscribe"}
-            if len(req.tickers) <= 100:
-                for t in req.tickers:
-                    await self.coverage.record(kind, "market", now, now, ticker=t, recovered=ok,
-                                               detail=detail)
-            else:
-                await self.coverage.record(kind, "connection", now, now, recovered=ok,
-                                           detail={**detail, "markets": len(req.tickers)})
-            if not ok and conn is not None and conn.ws is not None:
-                # the sid is stale (already replaced) or the send failed: a new subscription
-                # brings fresh snapshots of everything.
-                if conn.sub.sid != req.sid:
-                    continue
-                await conn.resubscribe(f"resync ({req.reason})")
-
     async def _watchdog_loop(self) -> None:
         """Silent roles, periodic rebalance, gauges, metric counters."""
         last_rebalance = time.monotonic()
@@ -636,6 +632,13 @@ class ConnectionManager:
             now = time.monotonic()
             for c in self.conns:
                 c.flush_counters()
+                sub = c.sub
+                if (c.ws is not None and sub.pending_id is not None
+                        and now - sub.pending_since > self.cfg.subscribe_timeout_s):
+                    # never answered: without this the socket would wait for it forever
+                    self.metrics.ws_client_errors_total.labels(type="subscribe_timeout").inc()
+                    sub.pending_id = None
+                    c.abort(f"subscribe not answered within {self.cfg.subscribe_timeout_s:.0f} s")
             if now - last_rebalance > 30.0:
                 last_rebalance = now
                 self.rebalance()
@@ -658,7 +661,8 @@ class ConnectionManager:
                         c.last_rx_mono = now
 
     async def on_subscribed(self, conn: WsConnection) -> None:
-        """A (re)connected socket is subscribed again: close its outage, recover what it missed."""
+        """A (re)connected socket is subscribed again: end its outage window and recover what
+        can be recovered; the event is closed recovered only by the evidence (module docstring)."""
         if conn.role == "trade":
             self.trade_live.set()
         down = conn.down_since_us
@@ -666,15 +670,34 @@ class ConnectionManager:
             return
         conn.down_since_us = None
         now = _now_us()
+        eid, conn._ws_down_event = conn._ws_down_event, None
+        ref = self.coverage.ref(eid) if eid is not None else None
+        if ref is not None:
+            ref = dataclasses.replace(ref, window_end=now)
         if conn.role == "trade":
-            await self._backfill_q.put(BackfillRequest(None, down, now, "reconnect", conn.conn_id))
-        elif conn.role == "lifecycle" and self._on_lifecycle_reconnect is not None:
+            # the backfill closes the event once the window's trades are committed
+            await self._backfill_q.put(BackfillRequest(None, down, now, "reconnect", conn.conn_id,
+                                                       link=ref))
+            return
+        if eid is None:
+            return
+        if conn.role == "lifecycle" and self._on_lifecycle_reconnect is not None:
             self._on_lifecycle_reconnect()
-        if conn._ws_down_event is not None:
-            await self.coverage.close(conn._ws_down_event, window_end=now, recovered=True,
-                                      detail={"how": "resubscribed" + (", trade backfill"
-                                                                       if conn.role == "trade" else "")})
-            conn._ws_down_event = None
+            task = asyncio.create_task(self._close_after_reconcile(eid, now, self.registry.reconciles_started),
+                                       name=f"ws-down-{conn.conn_id}")
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(task)
+            return
+        lost = "orderbook deltas" if conn.role == "orderbook" else f"{conn.role} updates"
+        await self.coverage.close(eid, window_end=now, recovered=False,
+                                  detail={"how": "resubscribed; fresh snapshots",
+                                          "lost": f"{lost} of the window (no source serves them again)"})
+
+    async def _close_after_reconcile(self, event_id: str, end_us: int, since: int) -> None:
+        """A lifecycle outage is recovered once a registry reconcile started after it has run."""
+        await self.registry.wait_reconciled(since)
+        await self.coverage.close(event_id, window_end=end_us, recovered=True,
+                                  detail={"how": "resubscribed; registry reconciled over REST"})
 
     # ---- status ----------------------------------------------------------------------------
     def update_gauges(self) -> None:
@@ -692,6 +715,9 @@ class ConnectionManager:
 
     def healthy_count(self) -> int:
         return sum(1 for c in self.conns if c.healthy)
+
+    def by_id(self, conn_id: str) -> WsConnection | None:
+        return next((c for c in self.conns if c.conn_id == conn_id), None)
 
     def find(self, ticker: str) -> WsConnection | None:
         i = self.planner.owner.get(ticker)

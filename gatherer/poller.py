@@ -4,9 +4,11 @@ Every ``poller.interval_s`` it fetches the REST book of every open market with t
 (``GET /markets/orderbooks?tickers=...``, ``poller.batch_size`` per call, paced by the REST
 client's token bucket so a cycle never exceeds the rate budget). A book that changed since the
 last poll is stored as a snapshot with source ``'rest'``; a book that differs from the router's
-WS-reconstructed one is counted (``poller_book_mismatches_total``), recorded as a
-``book_mismatch`` coverage event and resynced. (The REST book can lag the WS book slightly, so
-an occasional mismatch on a busy market is expected and harmless: it costs one fresh snapshot.)
+WS-reconstructed one is counted (``poller_book_mismatches_total``) and handed to the resync
+machine, which records the ``book_mismatch`` window (from the last moment the book was known good:
+deltas were lost somewhere in it) and the resync. A book that matches moves that "known good"
+moment forward. (The REST book can lag the WS book slightly, so an occasional mismatch on a busy
+market is expected and harmless: it costs one fresh snapshot and a conservative loss window.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from gatherer._types import NowUs, RowSink
 from gatherer.config import PollerConfig
-from gatherer.coverage import CoverageLedger
 from gatherer.errors import RestError
 from gatherer.markets import MarketRegistry
 from gatherer.rest import RestClient
@@ -47,7 +48,6 @@ class SnapshotPoller:
         registry: MarketRegistry,
         router: Router,
         snapshots: RowSink,
-        coverage: CoverageLedger,
         metrics: GathererMetrics,
         *,
         now_us: NowUs,
@@ -57,7 +57,6 @@ class SnapshotPoller:
         self._registry = registry
         self._router = router
         self._snapshots = snapshots
-        self._coverage = coverage
         self._m = metrics
         self._now = now_us
         self._last: dict[str, int] = {}  # ticker -> digest of the last stored REST book
@@ -105,12 +104,7 @@ class SnapshotPoller:
         self._m.poller_book_mismatches_total.inc()
         self._rl.log(logging.WARNING, "mismatch", "REST book of %s differs from the WS book at %d "
                      "levels; resyncing", snap.ticker, len(diff.levels), ticker=snap.ticker)
-        now = self._now()
-        resynced = await self._router.request_resync(snap.ticker, "book_mismatch")
-        await self._coverage.record("book_mismatch", "market", now, now, ticker=snap.ticker,
-                                    recovered=resynced,
-                                    detail={"levels": [list(x) for x in diff.levels[:20]],
-                                            "how": "resync" if resynced else "none"})
+        await self._router.request_resync(snap.ticker, "book_mismatch")
         return True
 
     async def cycle(self) -> int:

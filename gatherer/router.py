@@ -11,6 +11,8 @@ Public API (the connection layer calls these; everything else is private)::
     router.book(ticker) -> Book | None           # clean reconstructed book, if any
     router.compare(rest_snapshot, depth=None) -> BookDiff | None   # poller mismatch check
     await router.request_resync(ticker, reason)  # poller/admin: resync one market
+    await router.adopt_snapshot(row)             # resync machine: a REST snapshot as the book
+    router.on_snapshot = fn(ticker, rx_us)       # hook: a fresh snapshot went to the writer
     router.flush_metrics()                       # push batched counters (also done every ~1 s)
 
 ``writers`` maps table name -> anything with ``async put(row)`` (``gatherer.writer.Writer``):
@@ -19,10 +21,12 @@ backpressure point: when a writer's queue is full, ``route`` waits, and so does 
 
 What goes on the request queues (consumed by the I/O layer):
 
-- ``resync_q``: ``ResyncRequest(conn_id, sid, tickers, reason)``: send ``update_subscription``
-  ``get_snapshot`` for those markets (or resubscribe). Reasons: ``seq_gap``, ``no_snapshot``
-  (delta before any snapshot), ``negative_level``, ``rejected_frame``, ``book_mismatch``, and
-  whatever ``request_resync`` is given.
+- ``resync_q``: ``ResyncRequest(conn_id, sid, tickers, reason, since_us)``: for the resync
+  machine (gatherer/resync.py). Reasons: ``seq_gap``, ``no_snapshot`` (delta before any
+  snapshot), ``negative_level``, ``rejected_frame``, ``book_mismatch``, and whatever
+  ``request_resync`` is given. ``since_us`` is where the loss may begin: the last good frame of
+  the sid for a gap, the last moment the book was known good (its snapshot, or a poller
+  comparison that matched) for a divergence.
 - ``backfill_q``: ``BackfillRequest(tickers, start_us, end_us, reason, conn_id)``: REST trade
   backfill; ``tickers=None`` means all markets of that trade subscription. Raised on a trade-channel
   seq gap (window: previous frame's receive time .. the frame that revealed the gap).
@@ -49,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gatherer.coverage import CoverageRef
 from shared.kalshi.book import Book, BookDiff
 from shared.kalshi.decode import DATA_TYPES, REJECT_REASONS, UNKNOWN_TYPE, Decoder
 from shared.kalshi.models import (
@@ -102,30 +107,35 @@ class RowSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ResyncRequest:
-    """Fetch fresh snapshots for ``tickers`` on subscription ``sid`` of ``conn_id``."""
+    """Fetch fresh snapshots for ``tickers`` on subscription ``sid`` of ``conn_id``; the books
+    may have gone wrong from ``since_us`` (receive clock; None = now)."""
 
     conn_id: str
     sid: int
     tickers: tuple[str, ...]
     reason: str
+    since_us: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BackfillRequest:
     """Fetch REST trades in [start_us, end_us] (our receive clock; add overlap when querying).
-    ``tickers=None``: every market of the affected trade subscription."""
+    ``tickers=None``: every market of the affected trade subscription. ``link``: a coverage event
+    the backfill recovers and closes once its trades are committed (a trade socket's outage)."""
 
     tickers: tuple[str, ...] | None
     start_us: int
     end_us: int
     reason: str
     conn_id: str | None = None
+    link: CoverageRef | None = None
 
 
 class _Market:
     """Per-market routing state."""
 
-    __slots__ = ("book", "dirty", "last_occ", "last_ts", "occ", "occ_ts", "owner", "pending", "sid")
+    __slots__ = ("book", "checked_at", "dirty", "last_occ", "last_ts", "occ", "occ_ts", "owner",
+                 "pending", "sid")
 
     def __init__(self) -> None:
         self.owner: _Conn | None = None
@@ -137,6 +147,7 @@ class _Market:
         self.occ: dict[tuple[str, int, int], int] = {}
         self.last_ts: int | None = None
         self.last_occ: int | None = None
+        self.checked_at: int | None = None  # rx of the last snapshot / matching REST comparison
 
 
 class _Conn:
@@ -191,6 +202,8 @@ class Router:
         self._n = dict.fromkeys(_ROUTED_TYPES, 0)
         self._pending_n = 0
         self._last_flush = clock()
+        #: called with (ticker, received_at_us) once a fresh snapshot went to the writer
+        self.on_snapshot: Callable[[str, int], None] | None = None
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -312,7 +325,9 @@ class Router:
                 )
                 if row.sid is not None:
                     self._outbox.append(
-                        ResyncRequest(conn.conn_id, row.sid, (row.ticker,), "negative_level")
+                        ResyncRequest(
+                            conn.conn_id, row.sid, (row.ticker,), "negative_level", m.checked_at
+                        )
                     )
         self._n["orderbook_delta"] += 1
         return row
@@ -341,6 +356,7 @@ class Router:
         was_resync = m.pending or m.dirty
         m.dirty = False
         m.pending = False
+        m.checked_at = row.received_at
         row = row._replace(
             source="resync" if (was_resync or row.source == "resync") else row.source,
             last_delta_ts=m.last_ts,
@@ -353,6 +369,27 @@ class Router:
         self._n["orderbook_snapshot"] += 1
         if not self._snapshots.offer(row):
             await self._snapshots.put(row)
+        if self.on_snapshot is not None:
+            self.on_snapshot(ticker, row.received_at)
+
+    async def adopt_snapshot(self, row: SnapshotRow) -> bool:
+        """Make a (REST) snapshot the book of its market, as the resync machine's last step, and
+        store it. False when no subscription owns the market (stored anyway: the evidence)."""
+        m = self._markets.get(row.ticker)
+        owned = m is not None and m.owner is not None
+        if m is not None and m.owner is not None:
+            m.dirty = m.pending = False
+            m.checked_at = row.received_at
+            row = row._replace(last_delta_ts=m.last_ts, last_delta_occurrence=m.last_occ)
+            if m.book is None:
+                m.book = Book.from_snapshot(row)
+            else:
+                m.book.apply_snapshot(row)
+        self._n["orderbook_snapshot"] += 1
+        await self._snapshots.put(row)
+        if self.on_snapshot is not None:
+            self.on_snapshot(row.ticker, row.received_at)
+        return owned
 
     async def _on_gap(self, conn: _Conn, gap: SeqGap) -> None:
         conn.gaps.inc()
@@ -373,7 +410,8 @@ class Router:
             if tickers:
                 for t in tickers:
                     self._mark_dirty(self._markets[t])
-                await self._request(conn, gap.sid, tuple(sorted(tickers)), "seq_gap", force=True)
+                await self._request(conn, gap.sid, tuple(sorted(tickers)), "seq_gap", force=True,
+                                    since_us=gap.last_received_at)
         elif ft == "trade" or channel == "trade":
             start = gap.last_received_at if gap.last_received_at is not None else gap.received_at
             await self._backfill_q.put(
@@ -413,7 +451,10 @@ class Router:
             for t in targets:
                 self._mark_dirty(self._markets[t])
             if targets:
-                await self._request(conn, rej.sid, tuple(targets), "rejected_frame", force=True)
+                checked = [self._markets[t].checked_at for t in targets]
+                since = min((c for c in checked if c is not None), default=None)
+                await self._request(conn, rej.sid, tuple(targets), "rejected_frame", force=True,
+                                    since_us=since)
 
     def _on_control(self, conn: _Conn, ev: ControlEvent) -> None:
         if isinstance(ev, Unsubscribed):
@@ -447,7 +488,13 @@ class Router:
         m.dirty = True
 
     async def _request(
-        self, conn: _Conn, sid: int, tickers: tuple[str, ...], reason: str, force: bool = False
+        self,
+        conn: _Conn,
+        sid: int,
+        tickers: tuple[str, ...],
+        reason: str,
+        force: bool = False,
+        since_us: int | None = None,
     ) -> None:
         todo = []
         for t in tickers:
@@ -458,7 +505,7 @@ class Router:
                 m.pending = True
                 todo.append(t)
         if todo:
-            await self._resync_q.put(ResyncRequest(conn.conn_id, sid, tuple(todo), reason))
+            await self._resync_q.put(ResyncRequest(conn.conn_id, sid, tuple(todo), reason, since_us))
 
     def _release_market(self, ticker: str) -> None:
         m = self._markets.get(ticker)
@@ -497,7 +544,13 @@ class Router:
         """Diff a (REST) snapshot against our book; None when we have no clean book to compare.
         The caller counts a non-empty diff and calls ``request_resync``."""
         book = self.book(snapshot.ticker)
-        return None if book is None else book.diff(snapshot, depth)
+        if book is None:
+            return None
+        diff = book.diff(snapshot, depth)
+        if not diff:
+            m = self._markets[snapshot.ticker]
+            m.checked_at = max(m.checked_at or 0, snapshot.received_at)  # known good until here
+        return diff
 
     async def request_resync(self, ticker: str, reason: str = "book_mismatch") -> bool:
         """Mark a market dirty and ask its owning connection for a fresh snapshot.
@@ -506,7 +559,7 @@ class Router:
         if m is None or m.owner is None or m.sid is None:
             return False
         self._mark_dirty(m)
-        await self._request(m.owner, m.sid, (ticker,), reason, force=True)
+        await self._request(m.owner, m.sid, (ticker,), reason, force=True, since_us=m.checked_at)
         return True
 
     def flush_metrics(self) -> None:

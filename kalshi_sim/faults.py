@@ -198,6 +198,16 @@ class Faults:
         self.seq_channel["reorder_seq"] = channel
         self.seq_key["reorder_seq"] = key_id
 
+    def ignore_commands(self, n: int = 1, action: str = "get_snapshot",
+                        key_id: str | None = None) -> None:
+        """The next ``n`` WebSocket commands of ``action`` (``get_snapshot`` or ``subscribe``)
+        get no answer at all, as an overloaded exchange may do (with ``key_id``: only that
+        client's)."""
+        if action not in ("get_snapshot", "subscribe"):
+            raise ValueError("action must be get_snapshot or subscribe")
+        self.pending[f"ignore_{action}"] += n
+        self.seq_key[f"ignore_{action}"] = key_id
+
     def reset_seq(self) -> int:
         """Restart every subscription's seq at 1 without a resubscribe (a server-side reset)."""
         n = self.target.reset_seqs() if self.target else 0
@@ -331,5 +341,5 @@ class Faults:
         "skip_seq", "duplicate_seq", "reorder_seq", "send_malformed", "send_truncated",
         "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
         "rest_truncate", "reset_seq", "maintenance",
-        "clock_skew", "withhold_next", "drop_deltas", "chaos",
+        "clock_skew", "withhold_next", "drop_deltas", "ignore_commands", "chaos",
     )

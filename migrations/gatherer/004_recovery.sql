@@ -6,8 +6,9 @@
 -- fetched are committed, or REST proved there were none). A restart finds its pending rows and
 -- carries on. window_from/window_to are µs on this gatherer's receive clock; the REST query adds
 -- the overlap and converts to exchange time. coverage_event is the trade_backfill row of the
--- coverage ledger this window closes; linked_events are other ledger rows it recovers (the
--- ws_down of a trade socket). Done rows are kept as history (one per sweep: ~1,440 a day).
+-- coverage ledger this window closes; linked holds other ledger rows it recovers (the ws_down of
+-- a trade socket), whole, so a restart can close them too. Done rows are kept as history (one
+-- per sweep: ~1,440 a day).
 --
 -- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/gatherer/004_recovery.sql
 
@@ -24,7 +25,7 @@ CREATE TABLE IF NOT EXISTS backfill_queue (
     trades          BIGINT,
     last_error      TEXT,
     coverage_event  UUID,
-    linked_events   UUID[]  NOT NULL DEFAULT '{}',
+    linked          JSONB   NOT NULL DEFAULT '[]'::jsonb,
     created_at      BIGINT  NOT NULL,
     updated_at      BIGINT  NOT NULL,
     done_at         BIGINT,

@@ -18,7 +18,11 @@ seq numbers; a new sid starts at 1):
   emit the frame as usual. The decoder does not decide what is trustworthy: the router treats
   every book of that sid as dirty (not applied, resync requested) until a new snapshot arrives,
   and still stores the delta rows, which are real exchange events.
-- ``seq <= last``: emit ``Duplicate(sid, seq)`` and drop the frame (replay).
+- ``seq <= last``: emit ``Duplicate(sid, seq)`` and drop the frame (replay). Except ``seq == 1``
+  after a higher one: the server restarted the sid's numbering without a resubscribe, so the
+  frame is new data and what happened in between is unknown: ``SeqGap(sid, last+1, 1)``, then
+  the frame, and counting goes on from 1 (dropping every frame as a duplicate until the count
+  caught up again would lose them all silently).
 - First frame on a sid never announced by ``subscribed``: accepted as the baseline.
 - ``ok``/``unsubscribed`` carry the sid's current seq: equal to ``last`` or ``last + 1`` is normal
   (whether ``ok`` consumes a seq is unconfirmed, both are tolerated); larger is a gap.
@@ -235,7 +239,7 @@ class Decoder:
         """Apply the seq rule; append SeqGap/Duplicate to ``out``; False = drop the frame."""
         last = self._last_seq.get(sid)
         if last is not None:
-            if seq <= last:
+            if seq <= last and not (seq == 1 and last > 1):
                 out.append(Duplicate(sid, seq))
                 return False
             if seq != last + 1:
@@ -314,7 +318,7 @@ class Decoder:
         last = self._last_seq.get(sid)
         out: list[DecodedEvent] | None = None
         if last is not None:
-            if seq <= last:
+            if seq <= last and not (seq == 1 and last > 1):  # 1 after more: a restarted count
                 return [Duplicate(sid, seq)]
             if seq != last + 1:
                 out = [

@@ -444,3 +444,26 @@ async def test_chaos_menu_can_leave_entries_out(sim: Simulator, ws_connect):
         sim.faults.chaos(on=True, exclude=["no_such_fault"])
     with contextlib.suppress(websockets.ConnectionClosed, orjson.JSONDecodeError, TimeoutError):
         await ws.drain(timeout=2)
+
+
+async def test_ignored_commands_get_no_answer(sim: Simulator, ws_connect):
+    tickers = sim.market_tickers(status=None, limit=5)
+    ws = await ws_connect()
+    sim.faults.ignore_commands(n=1, action="subscribe")
+    await ws.cmd("subscribe", {"channels": ["orderbook_delta"], "market_tickers": tickers})
+    with pytest.raises(TimeoutError):
+        await ws.until(lambda m: m.get("type") == "subscribed", timeout=0.5)
+    await ws.cmd("subscribe", {"channels": ["orderbook_delta"], "market_tickers": tickers})
+    sub = await ws.until(lambda m: m.get("type") == "subscribed")
+    sid = sub[-1]["msg"]["sid"]
+    await ws.drain()
+    sim.faults.ignore_commands(n=1, action="get_snapshot")
+    await ws.cmd("update_subscription", {"sid": sid, "action": "get_snapshot", "market_tickers": tickers[:1]})
+    frames = await ws.drain(timeout=0.5)
+    assert not [f for f in frames if f["type"] == "orderbook_snapshot"]
+    await ws.cmd("update_subscription", {"sid": sid, "action": "get_snapshot", "market_tickers": tickers[:1]})
+    got = await ws.until(lambda m: m.get("type") == "orderbook_snapshot")
+    assert got[-1]["msg"]["market_ticker"] == tickers[0]
+    assert sim.fault_counts()["ignore_subscribe"] == 1 and sim.fault_counts()["ignore_get_snapshot"] == 1
+    with pytest.raises(ValueError):
+        sim.faults.ignore_commands(action="unsubscribe")

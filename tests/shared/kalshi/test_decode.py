@@ -277,6 +277,27 @@ def test_duplicate_and_reorder() -> None:
     assert dec.feed(delta(1, 3), RX) == [Duplicate(1, 3)]  # late frame: dropped
 
 
+def test_a_restarted_count_is_a_gap_not_a_run_of_duplicates() -> None:
+    """A server that restarts a sid's seq at 1 without a resubscribe sends new data: report a
+    gap (what happened in between is unknown), keep the frame, count on from 1."""
+    dec = Decoder()
+    for s in range(1, 8):
+        dec.feed(delta(1, s), RX)
+    evs = dec.feed(delta(1, 1), RX + 9)
+    assert evs[0] == SeqGap(1, 8, 1, "orderbook_delta", RX + 9, RX)
+    assert isinstance(evs[1], DeltaRow) and evs[1].seq == 1
+    assert [type(e) for e in dec.feed(delta(1, 2), RX)] == [DeltaRow]
+    assert dec.feed(delta(1, 2), RX) == [Duplicate(1, 2)]
+    trade = orjson.dumps({"type": "trade", "sid": 9, "seq": 5, "msg": {
+        "trade_id": "3b8e1f20-6c4d-4a9b-8e77-0d2f5a6c9b13", "market_ticker": "A",
+        "yes_price_dollars": "0.5000", "no_price_dollars": "0.5000", "count_fp": "1.00",
+        "taker_side": "yes", "ts_ms": 1}})
+    dec.feed(trade, RX)
+    evs = dec.feed(trade.replace(b'"seq": 5', b'"seq": 1').replace(b'"seq":5', b'"seq":1'), RX)
+    assert isinstance(evs[0], SeqGap) and (evs[0].expected, evs[0].got) == (6, 1)
+    assert isinstance(evs[1], TradeRow)
+
+
 def test_sids_are_independent() -> None:
     dec = Decoder()
     dec.feed(delta(1, 1), RX)
