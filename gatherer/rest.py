@@ -176,11 +176,13 @@ class RestClient:
 
     async def paginate(self, path: str, params: Mapping[str, Any], items_key: str, *,
                        endpoint: str | None = None, limit: int = 1000,
-                       max_pages: int = 1_000_000) -> AsyncIterator[list[dict[str, Any]]]:
+                       max_pages: int = 1_000_000,
+                       strict: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
         """Yield each page's ``items_key`` list, following ``cursor`` until it is empty/absent.
 
         A cursor seen before (a server-side loop) ends the iteration with an error log and a
-        ``market_registry_rest_errors_total`` count instead of spinning forever.
+        ``market_registry_rest_errors_total`` count instead of spinning forever; with ``strict``
+        it raises ``RestError`` instead, for callers that must know the listing was complete.
         """
         seen: set[str] = set()
         cursor: str | None = None
@@ -202,6 +204,8 @@ class RestClient:
                 self._m.market_registry_rest_errors_total.labels(endpoint=label).inc()
                 log.error("REST %s returned a cursor it already gave (pagination loop); stopping "
                           "this listing early", label, extra={"endpoint": label})
+                if strict:
+                    raise RestError(label, 200, "pagination_loop", "listing cut short")
                 return
             seen.add(nxt)
             cursor = nxt
@@ -241,7 +245,8 @@ class RestClient:
         if max_ts is not None:
             q["max_ts"] = max_ts
         path = "/historical/trades" if historical else "/markets/trades"
-        return self.paginate(path, q, "trades", limit=limit)
+        # strict: the backfill calls a window recovered only when the listing was read to its end
+        return self.paginate(path, q, "trades", limit=limit, strict=True)
 
     # ---- internals ------------------------------------------------------------------------
     def _count(self, endpoint: str, status: str) -> None:
@@ -267,6 +272,7 @@ class RestClient:
         elif skew > 0:
             skew -= 1.0
         self.last_skew_s = skew
+        self._m.rest_clock_skew_seconds.set(skew)
         if abs(skew) > self._cfg.clock_skew_warn_s:
             self._rl.log(logging.WARNING, "clock_skew", "server Date differs from our clock by "
                          "%.1f s (> %.1f s); requests are signed with the local clock, check NTP",
