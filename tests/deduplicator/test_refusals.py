@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.migrate import list_migrations
 from shared.pgcluster import PgCluster
 from tests.deduplicator._data import Exchange, insert
 from tests.deduplicator._fleet import (
@@ -46,12 +47,14 @@ async def test_older_gatherer_schema_is_refused_alone(pg_cluster: PgCluster, tmp
         await asyncio.sleep(0.5)
         assert not await _has(prod, r2)
         g = app.health()["gatherers"]["gatherer-2"]
-        assert g["status"] == "refused" and "schema version 2 is older than required 3" in g["error"]
+        newest = list_migrations("gatherer")[-1]
+        assert g["status"] == "refused" and (
+            f"schema version {newest.version - 1} is older than required {newest.version}" in g["error"])
         assert app.health()["gatherers"]["gatherer-1"]["status"] == "healthy"
         assert app.metrics.dedup_errors_total.labels(gatherer="gatherer-2", type="schema")._value.get() >= 1
         # migrating the gatherer lifts the refusal without a restart
         await fetch(g2, "INSERT INTO schema_migrations (version, name, checksum, target) "
-                        "VALUES (3, '003_retention.sql', 'x', 'gatherer') RETURNING 1")
+                        "VALUES (%s, %s, 'x', 'gatherer') RETURNING 1", (newest.version, newest.name))
         await wait_for(lambda: _has(prod, r2), 10, "gatherer-2 merged after migration")
     finally:
         await app.stop()
