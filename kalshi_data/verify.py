@@ -26,7 +26,11 @@ Checks, each over the window ``[--since, --until)`` (µs on the exchange clock):
   interrupted (socket down, seq gap, resync, process down: the gatherer "recovers" the book with
   a fresh snapshot, but those deltas exist nowhere), or was withheld from WebSockets by fault
   injection; each market's book rebuilt from a production snapshot plus the deltas after it
-  equals the truth's book up to the next such window (**truth_book**).
+  equals the truth's book up to the next such window (**truth_book**); and the coverage ledger
+  checked against the truth both ways (kalshi_data/ledger_check.py): every window a gatherer
+  calls recovered is complete (**ledger_false_recovered**), every row production lacks lies in a
+  window every gatherer calls unrecovered (**ledger_silent_loss**); such declared losses are
+  counted in the info lines.
 
 Exit codes: 0 no problem, 1 one line per problem on stdout, 2 could not verify (bad argument,
 database unreachable: one line on stderr).
@@ -51,6 +55,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from kalshi_data import ledger_check
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.info import database_dsns, load_fleet_file
 
@@ -193,7 +198,9 @@ def verify(production: str, gatherers: Mapping[str, str] | None = None, *, since
         fleet = sorted(gconns) or sorted({g for g, _t in cursors})
         unrecovered = _coverage(report, prod, fleet)
         if truth is not None:
-            _truth(report, prod, Path(truth), unrecovered, explicit_truth_window)
+            span = _truth(report, prod, Path(truth), unrecovered, explicit_truth_window)
+            if span is not None:  # the ledger against the truth, both ways (ledger_check.py)
+                ledger_check.check(report, prod, gconns, *span, fleet)
     except psycopg.Error as exc:
         raise VerifyError(f"database error: {_first_line(exc)}") from None
     finally:
@@ -561,7 +568,9 @@ def read_truth(path: Path) -> TruthLog:
     return log
 
 
-def _truth(report: Report, prod: Conn, path: Path, unrecovered: Unrecovered, explicit: bool) -> None:
+def _truth(report: Report, prod: Conn, path: Path, unrecovered: Unrecovered,
+           explicit: bool) -> tuple[TruthLog, int, int] | None:
+    """Diff production against the truth; returns (truth, lo, hi) of the span compared."""
     log = read_truth(path)
     lo, hi = report.since_us, report.until_us
     if not explicit:
@@ -574,16 +583,17 @@ def _truth(report: Report, prod: Conn, path: Path, unrecovered: Unrecovered, exp
         if not have:
             report.add("truth_missing", ["production holds no trades and no deltas in the window; nothing to compare"]
                        if log.trades or log.deltas else [])
-            return
+            return None
         lo = max(lo, min(int(s[0]) for s in have) + 1000)  # boundary ms excluded
         hi = min(hi, min(int(s[1]) for s in have) - TAIL_US)
         if lo >= hi:
             report.info.append("truth: production's span is too short to compare")
-            return
+            return None
     report.info.append(f"truth window {fmt_us(lo)} .. {fmt_us(hi)}: {len(log.trades):,} trades, "
                        f"{sum(len(v) for v in log.deltas.values()):,} deltas in the whole log")
     _truth_trades(report, prod, log, lo, hi)
     _truth_deltas(report, prod, log, lo, hi, unrecovered)
+    return log, lo, hi
 
 
 def _truth_trades(report: Report, prod: Conn, log: TruthLog, lo: int, hi: int) -> None:
