@@ -60,6 +60,22 @@ GATHERER: dict[str, str] = {
     "poller_book_mismatches_total": COUNTER,
     "backfill_trades_total": COUNTER,
     "backfill_requests_total": COUNTER,  # {reason}
+    "backfill_pending_windows": GAUGE,  # durable queue: windows not yet done
+    "backfill_oldest_pending_seconds": GAUGE,
+    "backfill_failures_total": COUNTER,
+    "backfill_windows_done_total": COUNTER,
+    "resync_requests_total": COUNTER,  # {reason}
+    "resync_steps_total": COUNTER,  # {step in get_snapshot|resubscribe|rest_snapshot}
+    "resync_completed_total": COUNTER,  # {how}
+    "resync_dirty_books": GAUGE,
+    "resync_oldest_dirty_seconds": GAUGE,
+    "writer_spool_rows": GAUGE,  # {writer}
+    "writer_spool_bytes": GAUGE,  # {writer}
+    "writer_spool_max_bytes": GAUGE,  # spool.max_bytes, all writers together
+    "writer_spool_spilled_rows_total": COUNTER,  # {writer}
+    "writer_spool_replayed_rows_total": COUNTER,  # {writer}
+    "writer_spool_corrupt_chunks_total": COUNTER,  # {writer}
+    "rest_clock_skew_seconds": GAUGE,  # our clock minus the exchange's Date
     "retention_blocked_partitions": GAUGE,
 }
 
@@ -78,6 +94,7 @@ DEDUPLICATOR: dict[str, str] = {
     "dedup_duplicate_rate": GAUGE,
     "dedup_records_per_second": GAUGE,
     "dedup_gatherer_health": GAUGE,  # {gatherer} 1 up / 0 down
+    "dedup_rejected_rows_total": COUNTER,  # {gatherer, table} set aside in production's rejected_rows
     "dedup_rds_connected": GAUGE,  # 1/0
     "dedup_page_duration_seconds": HISTOGRAM,  # {table}
 }
