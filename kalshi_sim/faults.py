@@ -238,6 +238,10 @@ class Faults:
         self.pending["rest_429"] += n
 
     def rest_5xx(self, n: int = 1, status: int = 500) -> None:
+        """The next ``n`` REST requests answer ``status``; ``n=0`` ends a storm still pending."""
+        if n == 0:
+            self.pending["rest_5xx"] = 0
+            return
         self.pending["rest_5xx"] += n
         self.rest_5xx_status = status
 
@@ -250,7 +254,11 @@ class Faults:
         self.pending["rest_truncate"] += n
 
     def rest_hang(self, n: int = 1, seconds: float = 30.0) -> None:
-        """The next ``n`` REST requests hang ``seconds`` before answering (client timeouts)."""
+        """The next ``n`` REST requests hang ``seconds`` before answering (client timeouts);
+        ``n=0`` ends the hangs still pending."""
+        if n == 0:
+            self.pending["rest_hang"] = 0
+            return
         self.pending["rest_hang"] += n
         self.rest_hang_s = seconds
 

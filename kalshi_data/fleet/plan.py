@@ -14,6 +14,7 @@ Layout of a work directory::
     DIR/secrets/*.pw|*.token     role passwords and admin tokens, mode 600
     DIR/pg/<database>/           the four PostgreSQL clusters (data/, postgres.log)
     DIR/rawlog/<gatherer>/       each gatherer's raw frame log
+    DIR/spool/<gatherer>/        each gatherer's on-disk spool (rows waiting for its database)
     DIR/truth.jsonl              the simulator's ground truth (kalshi-data verify --truth)
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,8 @@ class FleetPlan:
     # api_keys (key id, private key PEM path), one per gatherer, and start no simulator.
     kalshi_env: str = "sim"
     api_keys: tuple[tuple[str, Path], ...] = field(default=())
+    # merged into every gatherer's config document (a test's shorter intervals)
+    gatherer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def uses_simulator(self) -> bool:
@@ -147,6 +151,11 @@ class FleetPlan:
 
     def rawlog_dir(self, gatherer: str) -> Path:
         return self.workdir / "rawlog" / gatherer
+
+    @property
+    def spool_dir(self) -> Path:
+        """Parent of every gatherer's spool (the gatherer adds its own id)."""
+        return self.workdir / "spool"
 
     def password_file(self, database: str, role: str) -> Path:
         return self.secrets_dir / f"{database}-{role}.pw"
@@ -249,7 +258,8 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
               chaos_per_s: float = 0.2, n_gatherers: int = 3, ports: dict[str, int] | None = None,
               base_port: int | None = None, fast_pg: bool = False,
               extra_sim_args: tuple[str, ...] = (), kalshi_env: str = "sim",
-              api_keys: tuple[tuple[str, Path], ...] = ()) -> FleetPlan:
+              api_keys: tuple[tuple[str, Path], ...] = (),
+              gatherer_overrides: Mapping[str, Any] | None = None) -> FleetPlan:
     """Decide every port and path of a fleet in ``workdir`` (nothing is created yet).
 
     ``kalshi_env`` demo/prod: the gatherers talk to Kalshi's own API with ``api_keys`` (one per
@@ -287,7 +297,8 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
     if len(keys) == 1:
         keys = keys * n_gatherers
     return FleetPlan(wd, preset, seed, chaos, chaos_per_s, fast_pg, p["simulator"], p["simulator-control"],
-                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys)
+                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys,
+                     dict(gatherer_overrides or {}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,11 +379,19 @@ def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_
                   "token_file": str(plan.admin_token_file(svc.name))},
         "retention": {"consumers": [DEDUP_CONSUMER]},
         "raw_log": {"enabled": True, "directory": str(plan.rawlog_dir(svc.name))},
+        "spool": {"directory": str(plan.spool_dir)},
         "logging": {"level": "INFO", "format": "json"},
     }
     if not plan.uses_simulator:
         del doc["connections"]
-    return doc
+    return _merged(doc, plan.gatherer_overrides)
+
+
+def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def deduplicator_config(plan: FleetPlan) -> dict[str, Any]:

@@ -467,3 +467,12 @@ async def test_ignored_commands_get_no_answer(sim: Simulator, ws_connect):
     assert sim.fault_counts()["ignore_subscribe"] == 1 and sim.fault_counts()["ignore_get_snapshot"] == 1
     with pytest.raises(ValueError):
         sim.faults.ignore_commands(action="unsubscribe")
+
+
+async def test_a_rest_storm_can_be_ended(sim: Simulator, rest):
+    sim.faults.rest_5xx(n=1000, status=503)
+    assert (await rest.get("/exchange/status")).status_code == 503
+    sim.faults.rest_5xx(n=0)
+    sim.faults.rest_hang(n=50, seconds=30)
+    sim.faults.rest_hang(n=0)
+    assert (await rest.get("/exchange/status")).status_code == 200  # neither 503 nor a hang
