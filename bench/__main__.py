@@ -35,7 +35,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "dedup": (True, False, 300),
     "registry": (False, False, 300),
     "recovery": (True, False, 300),
-    "backpressure": (False, False, 300),
+    "backpressure": (False, False, 900),
     "archive": (True, False, 300),
 }
 DEFAULT = [n for n in BENCHES if n != "archive"]

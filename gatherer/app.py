@@ -45,8 +45,8 @@ from gatherer.health import DbProbe, GathererHealth
 from gatherer.markets import MarketRegistry
 from gatherer.poller import SnapshotPoller
 from gatherer.rawlog import RawLog
-from gatherer.resync import ResyncMachine
 from gatherer.rest import RestClient
+from gatherer.resync import ResyncMachine
 from gatherer.retention import Retention
 from gatherer.router import BackfillRequest, ResyncRequest, Router
 from gatherer.spool import Spool, SpoolBudget, SpoolError

@@ -225,8 +225,8 @@ class Backfill:
             self._rl.log(logging.ERROR, f"fail:{reasons}", "trade backfill (%s) of %d window(s) "
                          "failed (attempt %d): %s; retrying in %.1f s", reasons, len(group), attempts,
                          exc, delay, reason=reasons, ticker=ticker)
-            now = self._now()
-            await self._db(lambda: self._queue.failed(ids, now + int(delay * 1e6), str(exc), now))
+            now, err = self._now(), str(exc)
+            await self._db(lambda: self._queue.failed(ids, now + int(delay * 1e6), err, now))
             return -1
         finally:
             self.in_progress -= 1

@@ -11,7 +11,14 @@ import dataclasses
 from typing import Annotated, Literal
 
 from shared.config import (
-    DatabaseConfig, HttpEndpoint, LoggingConfig, Port, PositiveFloat, PositiveInt, Range, Secret,
+    DatabaseConfig,
+    HttpEndpoint,
+    LoggingConfig,
+    Port,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    Secret,
 )
 from shared.errors import ConfigError
 

@@ -445,9 +445,8 @@ class WsConnection:
                     self._mgr.update_gauges()
             elif isinstance(ev, ErrorFrame):
                 await self._on_error(ev)
-            elif isinstance(ev, Unsubscribed | Ok):
-                if ev.id is not None:
-                    self._cmds.pop(ev.id, None)
+            elif isinstance(ev, Unsubscribed | Ok) and ev.id is not None:
+                self._cmds.pop(ev.id, None)
 
     async def _on_error(self, ev: ErrorFrame) -> None:
         code = ev.code

@@ -238,9 +238,7 @@ class ResyncMachine:
             waited = mono - p.step_at
             if p.step == "get_snapshot" and waited >= cfg.get_snapshot_timeout_s:
                 resub.setdefault(p.conn_id, []).append(p)
-            elif p.step == "resubscribe" and waited >= cfg.resubscribe_timeout_s:
-                rest.append(p)
-            elif p.step == "rest_snapshot" and waited >= cfg.rest_retry_s:
+            elif p.step == "resubscribe" and waited >= cfg.resubscribe_timeout_s or p.step == "rest_snapshot" and waited >= cfg.rest_retry_s:
                 rest.append(p)
         for conn_id, ps in resub.items():
             conn = self._conns.by_id(conn_id)

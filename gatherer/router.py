@@ -473,13 +473,12 @@ class Router:
             if ev.code in TERMINAL_ERROR_CODES and ev.sid is not None:
                 self._release_sid(conn, ev.sid)
                 conn.decoder.forget(ev.sid)
-        elif isinstance(ev, Ok):
-            if ev.sid is not None and ev.market_tickers is not None:
-                keep = set(ev.market_tickers)
-                owned = conn.sids.get(ev.sid)
-                if owned:
-                    for t in [t for t in owned if t not in keep]:  # delete_markets
-                        self._release_market(t)
+        elif isinstance(ev, Ok) and ev.sid is not None and ev.market_tickers is not None:
+            keep = set(ev.market_tickers)
+            owned = conn.sids.get(ev.sid)
+            if owned:
+                for t in [t for t in owned if t not in keep]:  # delete_markets
+                    self._release_market(t)
         # Subscribed: nothing to do until the snapshot arrives.
 
     # -- helpers ------------------------------------------------------------------------------

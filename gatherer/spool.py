@@ -432,7 +432,7 @@ class Spool:
                 self._corrupt(seg, seg.read)
                 seg.read = seg.size
                 continue
-            rows: list[Row] = pickle.loads(payload)  # noqa: S301 - our own 0700 directory
+            rows: list[Row] = pickle.loads(payload)
             seg.read += _HEADER.size + size
             self._head.extend(rows)
             self._disk_rows -= n

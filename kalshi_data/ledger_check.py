@@ -86,6 +86,7 @@ class LedgerCheck:
     missing_deltas: list[tuple[str, int, str, int, int]] = field(default_factory=list)  # ticker, ts, ...
     declared_trades: list[tuple[str, int]] = field(default_factory=list)
     declared_deltas: list[tuple[str, int, str, int, int]] = field(default_factory=list)
+    silent_deltas: list[tuple[str, int, str, int, int]] = field(default_factory=list)
     false_recovered: list[str] = field(default_factory=list)
     silent: list[str] = field(default_factory=list)
 
@@ -247,6 +248,7 @@ def _missing_admitted(res: LedgerCheck, prod: Conn, wins: list[LedgerWindow], lo
             res.missing_deltas.append(item)
             silent = everyone - _admitted_by(wins, "deltas", ticker, ts)
             if silent:
+                res.silent_deltas.append(item)
                 res.silent.append(f"delta {ticker} {ts} {side} {price} {delta:+d} is missing from production; "
                                   f"the ledger of {', '.join(sorted(silent))} does not admit a loss there")
             else:

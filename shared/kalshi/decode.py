@@ -408,7 +408,7 @@ class Decoder:
         return out
 
     def _trade(self, obj: dict[str, Any], raw: bytes | str, rx: int) -> list[DecodedEvent]:
-        out, sid, seq, keep = self._envelope(obj, raw, rx, "trade", False)
+        out, sid, _seq, keep = self._envelope(obj, raw, rx, "trade", False)
         if not keep:
             return out
         msg = obj.get("msg")

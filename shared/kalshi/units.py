@@ -17,7 +17,7 @@ objects (a split is exact for decimal strings and ~5x cheaper).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -175,7 +175,7 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The layout of the fast path, checked in C (ASCII digits only: ``[0-9]``, not ``\d``)
 _FAST_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z").fullmatch
 #: (head "YYYY-MM-DDTHH:MM:SS", µs of that second) of the last fast-path parse. One tuple,

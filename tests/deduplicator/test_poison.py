@@ -11,7 +11,14 @@ import psycopg
 
 from shared.pgcluster import PgCluster
 from tests.deduplicator._data import Exchange, insert
-from tests.deduplicator._fleet import fetch, gatherer_role, scalar, start_app, wait_for, write_config
+from tests.deduplicator._fleet import (
+    fetch,
+    gatherer_role,
+    scalar,
+    start_app,
+    wait_for,
+    write_config,
+)
 from tests.fix_db import fresh_database
 
 POISON = 4242  # a price production's (drifted) schema refuses

@@ -134,7 +134,7 @@ async def test_admin_api_requires_the_bearer_token(gsim: Any, gconf: Any, run_ap
     doc = gconf(admin={"token_file": str(token)})
     app = await _started(run_app, doc)
     await asyncio.sleep(1.0)
-    ticker = sorted(app.conns.planner.owner)[0]
+    ticker = min(app.conns.planner.owner)
     url = f"http://127.0.0.1:{doc['admin']['port']}"
     async with httpx.AsyncClient(timeout=10) as c:
         r = await c.post(f"{url}/admin/poll-market", params={"ticker": ticker})

@@ -6,6 +6,7 @@ that fails is retried with backoff and survives a restart; sweeps are contiguous
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from tests.gatherer import _harness as h
@@ -130,7 +131,7 @@ async def test_a_failed_backfill_window_is_retried_and_survives_a_restart(
     # sweeps are contiguous: each starts where the previous one ended, across the restart
     sweeps = h.query(gatherer_dsn, "SELECT window_from, window_to, created_at FROM backfill_queue "
                                    "WHERE reason = 'sweep' ORDER BY window_from")
-    assert all(b[0] == a[1] for a, b in zip(sweeps, sweeps[1:], strict=False)), sweeps
+    assert all(b[0] == a[1] for a, b in itertools.pairwise(sweeps)), sweeps
     before = [sw for sw in sweeps if sw[2] < t_restart]
     after = [sw for sw in sweeps if sw[2] >= t_restart]
     assert before and after and after[0][0] == before[-1][1], sweeps

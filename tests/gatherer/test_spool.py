@@ -57,7 +57,7 @@ async def test_a_segment_is_deleted_only_once_its_rows_are_committed(tmp_path: P
     for i in range(30):
         sp.append(delta(i), i)
     await sp.flush()
-    segs = lambda: len(list((tmp_path / "orderbook_deltas").glob("seg-*")))  # noqa: E731
+    segs = lambda: len(list((tmp_path / "orderbook_deltas").glob("seg-*")))
     assert segs() == 3
     assert len(await sp.take(30)) == 30
     assert segs() == 3  # read back, not committed: still on disk

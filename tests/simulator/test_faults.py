@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from decimal import Decimal
 
 import httpx
@@ -381,7 +382,7 @@ async def test_drop_deltas_loses_them_for_every_client_with_a_seq_gap(sim: Simul
             if d["n"] not in dropped and d["ticker"] in tickers]
     for frames in got:
         seqs = [f["seq"] for f in frames if "seq" in f]
-        gaps = [b - a for a, b in zip(seqs, seqs[1:], strict=False) if b != a + 1]
+        gaps = [b - a for a, b in itertools.pairwise(seqs) if b != a + 1]
         assert gaps == [3], seqs  # two numbers used by deltas that never came
         ds = [f for f in frames if f["type"] == "orderbook_delta"]
         recv = [(f["msg"]["market_ticker"], round(Decimal(f["msg"]["price_dollars"]) * 10_000),
