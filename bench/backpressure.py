@@ -36,7 +36,7 @@ async def _truth(sim: SimProcess, kind: str, start: int) -> list[dict[str, objec
     out: list[dict[str, object]] = []
     since = start
     while True:
-        page = await sim.control("GET", f"/control/truth/{kind}?since={since}&limit={PAGE}")
+        page = await sim.control("GET", f"/truth/{kind}?since={since}&limit={PAGE}")
         out += page["records"]
         if len(page["records"]) < PAGE:
             return out
@@ -79,7 +79,7 @@ async def arun(ctx: Context) -> list[Row]:
         resyncs0 = sum(_samples(app, "resync_requests_total").values())
         gaps0 = sum(_samples(app, "conn_manager_sequence_gaps_total").values())
         span_lo = (time.time_ns() // 1000) - 2_000_000  # exchange µs (the sim runs on wall time)
-        deltas_n0 = int((await sim.control("GET", "/control/stats"))["deltas"])
+        deltas_n0 = int((await sim.control("GET", "/stats"))["deltas"])
         samples: list[tuple[float, int, int, int]] = []
         t_stop = time.monotonic()
         cluster.stop(mode="immediate")
@@ -94,11 +94,20 @@ async def arun(ctx: Context) -> list[Row]:
             await asyncio.sleep(0.2)
         drain_s = time.monotonic() - t_back
         after = rss_bytes()
-        await sim.control("POST", "/control/rate", {"rate": 0.0})  # nothing new from here
+        await sim.control("POST", "/rate", {"rate": 0.0})  # nothing new from here
         span_hi = (time.time_ns() // 1000) - 2_000_000
-        await asyncio.sleep(3.0)
+        # the gatherer has read everything sent (its frame count stands still), and committed it
+        read, t_read = -1.0, time.monotonic()
+        while time.monotonic() - t_read < 600:
+            now_read = sum(metric(app, "ws_client_messages_received_total", role=r)
+                           for r in ("orderbook", "trade", "ticker", "lifecycle"))
+            if now_read == read:
+                break
+            read = now_read
+            await asyncio.sleep(3.0)
+        catch_up_s = time.monotonic() - t_read
         for w in app.writers.values():
-            await w.settled(w.mark)  # everything received is committed
+            await w.settled(w.mark)
         import psycopg
 
         with psycopg.connect(dsn) as conn:
@@ -109,7 +118,7 @@ async def arun(ctx: Context) -> list[Row]:
         truth_deltas = sum(1 for d in await _truth(sim, "deltas", max(0, deltas_n0 - PAGE))
                            if span_lo <= int(d["ts_ms"]) * 1000 < span_hi)  # type: ignore[call-overload]
         lost_trades = sum(1 for t in truth_trades if t["trade_id"] not in db_trades)
-        sim_faults = (await sim.control("GET", "/control/faults"))["counts"]
+        sim_faults = (await sim.control("GET", "/faults"))["counts"]
         bp_s = sum(metric(app, "writer_backpressure_seconds_total", writer=w) for w in app.writers)
         resyncs = sum(_samples(app, "resync_requests_total").values()) - resyncs0
         gaps = sum(_samples(app, "conn_manager_sequence_gaps_total").values()) - gaps0
@@ -139,6 +148,7 @@ async def arun(ctx: Context) -> list[Row]:
                        "orderbook_msgs_during_outage": int(msgs_during),
                        "spool_rows_max": max_spool_rows, "spool_mb_max": round(max_spool_bytes / 2**20),
                        "spool_rows_replayed": int(replayed), "drain_s_after_restart": round(drain_s, 1),
+                       "read_backlog_s_after_drain": round(catch_up_s, 1),
                        "rss_mb_before": round(before / 2**20), "rss_mb_max_outage": round(max_rss / 2**20),
                        "rss_mb_after": round(after / 2**20),
                        "rss_mb_timeline": [round(r / 2**20) for _, r, _, _ in samples[::15]]},

@@ -33,6 +33,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -142,8 +143,7 @@ class Backfill:
             eid = await self._coverage.open("trade_backfill", _scope(t), start, ticker=t,
                                             window_end=end, detail=detail)
             links = (req.link,) if (req.link is not None and i == 0) else ()
-            w = await self._db(lambda t=t, eid=eid, links=links: self._queue.add(
-                t, start, end, req.reason, self._now(), eid, links))
+            w = await self._db(partial(self._queue.add, t, start, end, req.reason, self._now(), eid, links))
             out.append(w)
         self._oldest_created = min(self._oldest_created or out[0].created_us, out[0].created_us)
         self._wake.set()

@@ -192,9 +192,9 @@ class ResyncMachine:
                 p.event_id = await self._coverage.open("resync", "market", since, ticker=t, detail=detail)
             self.pending[t] = p
         for t in req.tickers:  # a second request for a waiting market: it follows the new sid
-            p = self.pending.get(t)
-            if p is not None:
-                p.conn_id, p.sid = req.conn_id, req.sid
+            waiting = self.pending.get(t)
+            if waiting is not None:
+                waiting.conn_id, waiting.sid = req.conn_id, req.sid
         await self._get_snapshot(req.conn_id, req.sid, [t for t in req.tickers if t in self.pending])
 
     # -- steps -------------------------------------------------------------------------------------

@@ -302,6 +302,7 @@ class Spool:
             # writer accepts is spooled), so a chunk's newest index follows from the tail's.
             last = self._tail_last - len(self._tail)
             self._writing = len(rows)
+            seg: _Segment | None = None
             try:
                 seg = self._write_seg
                 if seg is None or seg.size >= self._segment_bytes:
@@ -312,7 +313,7 @@ class Spool:
                 await _in_thread(self._write_chunk, seg, rows)
             finally:
                 self._writing = 0
-                if self._written is rows:
+                if self._written is rows and seg is not None:
                     self._disk_rows += len(rows)
                     seg.last_index = max(seg.last_index, last)
                 else:
