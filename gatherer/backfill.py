@@ -214,6 +214,11 @@ class Backfill:
         ov = self._cfg.overlap_s
         min_ts = int(self._ex.to_exchange(start) // 1_000_000 - ov)
         max_ts = int(-(-self._ex.to_exchange(end) // 1_000_000) + ov)
+        # What the answer can prove: only whole seconds that ended before the listing began (the
+        # overlap may reach past "now"; trades of that slice do not exist yet). The ledger claims
+        # no more (detail min_ts..max_ts); the next sweep, which starts at this one's end minus
+        # the overlap, covers the rest.
+        proven_ts = max(min_ts, min(max_ts, int(self._ex.to_exchange(self._now()) // 1_000_000) - 1))
         self.in_progress += 1
         t0 = time.monotonic()
         try:
@@ -238,8 +243,8 @@ class Backfill:
         for w in group:
             if w.coverage_event:
                 await self._coverage.close(w.coverage_event, window_end=w.end_us, recovered=True, detail={
-                    "trades": n, "min_ts": min_ts, "max_ts": max_ts, "attempts": w.attempts + 1,
-                    "queue_id": w.id, "seconds": seconds})
+                    "trades": n, "min_ts": min_ts, "max_ts": proven_ts, "query_max_ts": max_ts,
+                    "attempts": w.attempts + 1, "queue_id": w.id, "seconds": seconds})
             for ref in w.linked:
                 self._coverage.adopt_ref(ref)
                 await self._coverage.close(ref.event_id, recovered=True,

@@ -107,6 +107,28 @@ def offsets(conn: Conn, gatherer: str | None, lo: int, hi: int) -> tuple[int, in
     return int(row[0]), int(row[1])
 
 
+class ClockMap:
+    """Maps a gatherer's receive-clock window to exchange time: ``[start + p1 - SLACK_US,
+    end + p99 + SLACK_US]``, p1/p99 being that gatherer's observed exchange_ts - received_at
+    (its own database when given, else the rows it delivered to production); for a gatherer that
+    stored no WebSocket trade, the row's ``exchange_offset_us`` +- DEFAULT_SPREAD_US."""
+
+    def __init__(self, prod: Conn, gconns: Mapping[str, Conn], lo: int, hi: int) -> None:
+        self._prod, self._gconns, self._lo, self._hi = prod, gconns, lo, hi
+        self._spread: dict[str, tuple[int, int] | None] = {}
+
+    def window(self, gatherer: str, start: int, end: int, detail: Mapping[str, Any] | None) -> tuple[int, int]:
+        if gatherer not in self._spread:
+            conn = self._gconns.get(gatherer)
+            self._spread[gatherer] = (offsets(conn, None, self._lo, self._hi) if conn is not None
+                                      else offsets(self._prod, gatherer, self._lo, self._hi))
+        sp = self._spread[gatherer]
+        if sp is None:
+            off = int((detail or {}).get("exchange_offset_us", 0))
+            sp = (off - DEFAULT_SPREAD_US, off + DEFAULT_SPREAD_US)
+        return start + sp[0] - SLACK_US, end + sp[1] + SLACK_US
+
+
 def windows(prod: Conn, gconns: Mapping[str, Conn], lo: int, hi: int) -> list[LedgerWindow]:
     """Every coverage window of production overlapping [lo, hi] (exchange time, roughly)."""
     rows = prod.execute(
@@ -114,19 +136,12 @@ def windows(prod: Conn, gconns: Mapping[str, Conn], lo: int, hi: int) -> list[Le
         "coalesce(window_end, %(far)s), recovered, detail FROM coverage_events "
         "WHERE window_start < %(hi)s AND coalesce(window_end, %(far)s) >= %(lo)s",
         {"lo": lo - 60 * US, "hi": hi + 60 * US, "far": hi + 3600 * US}).fetchall()
-    spread: dict[str, tuple[int, int] | None] = {}
+    clock = ClockMap(prod, gconns, lo, hi)
     out = []
     for g, eid, scope, ticker, kind, start, end, rec, detail in rows:
-        if g not in spread:
-            conn = gconns.get(g)
-            spread[g] = offsets(conn, None, lo, hi) if conn is not None else offsets(prod, g, lo, hi)
-        sp = spread[g]
-        if sp is None:
-            off = int((detail or {}).get("exchange_offset_us", 0))
-            sp = (off - DEFAULT_SPREAD_US, off + DEFAULT_SPREAD_US)
+        a, b = clock.window(g, int(start), int(end), detail)
         out.append(LedgerWindow(g, eid, ticker if scope == "market" else None, kind,
-                                (detail or {}).get("role"), int(start) + sp[0] - SLACK_US,
-                                int(end) + sp[1] + SLACK_US, int(start), int(end), bool(rec),
+                                (detail or {}).get("role"), a, b, int(start), int(end), bool(rec),
                                 dict(detail or {})))
     return out
 

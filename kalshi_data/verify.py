@@ -196,7 +196,9 @@ def verify(production: str, gatherers: Mapping[str, str] | None = None, *, since
             _duplicates(report, name, conn)
         _trade_gaps(report, prod, max_gap_s)
         fleet = sorted(gconns) or sorted({g for g, _t in cursors})
-        unrecovered = _coverage(report, prod, fleet)
+        # coverage windows are on each gatherer's clock: compare them in exchange time
+        clock = ledger_check.ClockMap(prod, gconns, since_us, until_us)
+        unrecovered = _coverage(report, prod, fleet, clock)
         if truth is not None:
             span = _truth(report, prod, Path(truth), unrecovered, explicit_truth_window)
             if span is not None:  # the ledger against the truth, both ways (ledger_check.py)
@@ -454,16 +456,18 @@ HOLE_SLACK_US = 1 * US
 DELTA_HOLE_KINDS = ("seq_gap", "resync", "book_mismatch", "process_down")
 
 
-def _delta_holes(prod: Conn, report: Report, fleet: Sequence[str]) -> dict[str, list[Interval]]:
+def _delta_holes(prod: Conn, report: Report, fleet: Sequence[str],
+                 clock: ledger_check.ClockMap | None = None) -> dict[str, list[Interval]]:
     rows = prod.execute(
-        "SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s), detail->>'role' "
+        "SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s), detail "
         "FROM coverage_events WHERE window_start < %(hi)s AND coalesce(window_end, %(hi)s) >= %(lo)s "
         "AND (kind = ANY(%(kinds)s) OR (kind = 'ws_down' AND coalesce(detail->>'role', 'orderbook') = 'orderbook'))",
         {"lo": report.since_us, "hi": report.until_us, "kinds": list(DELTA_HOLE_KINDS)}).fetchall()
     per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
-    for g, scope, ticker, _kind, a, b, _role in rows:
+    for g, scope, ticker, _kind, a, b, detail in rows:
         key = ticker if (scope == "market" and ticker) else GLOBAL
-        per[key][g].append((int(a) - HOLE_SLACK_US, int(b)))
+        a, b = clock.window(g, int(a), int(b), detail) if clock is not None else (int(a), int(b))
+        per[key][g].append((a - HOLE_SLACK_US, b))
     who = list(fleet) or sorted({g for d in per.values() for g in d})
     out: dict[str, list[Interval]] = {}
     for key, by_gatherer in per.items():
@@ -478,7 +482,10 @@ def _delta_holes(prod: Conn, report: Report, fleet: Sequence[str]) -> dict[str, 
     return out
 
 
-def _coverage(report: Report, prod: Conn, fleet: Sequence[str]) -> Unrecovered:
+def _coverage(report: Report, prod: Conn, fleet: Sequence[str],
+              clock: ledger_check.ClockMap | None = None) -> Unrecovered:
+    """Summary and common unrecovered windows; with ``clock`` windows are mapped from each
+    gatherer's receive clock to exchange time (ledger_check.ClockMap) before comparing."""
     args = {"lo": report.since_us, "hi": report.until_us}
     overlap = "window_start < %(hi)s AND coalesce(window_end, %(hi)s) >= %(lo)s"
     rows = prod.execute(
@@ -491,12 +498,14 @@ def _coverage(report: Report, prod: Conn, fleet: Sequence[str]) -> Unrecovered:
     else:
         report.info.append("coverage: no coverage events in window")
     events = prod.execute(
-        f"SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s) FROM coverage_events "
-        f"WHERE NOT recovered AND {overlap}", args).fetchall()
+        f"SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s), detail "
+        f"FROM coverage_events WHERE NOT recovered AND {overlap}", args).fetchall()
     per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
     kinds: dict[str, set[str]] = defaultdict(set)
     everything = Unrecovered()
-    for g, scope, ticker, kind, a, b in events:
+    for g, scope, ticker, kind, a, b, detail in events:
+        if clock is not None:
+            a, b = clock.window(g, int(a), int(b), detail)
         key = ticker if (scope == "market" and ticker) else GLOBAL
         per[key][g].append((max(a, report.since_us), min(b, report.until_us)))
         everything.windows.setdefault(key, []).append((a, b))
@@ -516,7 +525,7 @@ def _coverage(report: Report, prod: Conn, fleet: Sequence[str]) -> Unrecovered:
     report.add("unrecovered", lines)
     for key in everything.windows:
         everything.windows[key] = _merge(everything.windows[key])
-    everything.delta_holes = _delta_holes(prod, report, fleet)
+    everything.delta_holes = _delta_holes(prod, report, fleet, clock)
     if everything.delta_holes:
         n = sum(len(v) for v in everything.delta_holes.values())
         report.info.append(f"coverage: {n} window(s) in which every gatherer's orderbook stream was interrupted "

@@ -87,9 +87,10 @@ async def test_resync_falls_back_to_resubscribe_then_to_a_rest_snapshot(
     await h.wait_for(lambda: app.conns.healthy_count() == 5, 15, "every socket subscribed again")
     f.pending["ignore_get_snapshot"] = 0
     await h.wait_for(lambda: h.metric(app, "resync_dirty_books") == 0, 15, "no dirty book left")
-    rest = h.query(gatherer_dsn, "SELECT detail FROM coverage_events WHERE kind = 'resync' AND recovered "
-                                 "AND detail->>'how' = 'rest_snapshot'")
-    assert rest and all("rest_snapshot" in d["steps"] for (d,) in rest)
+    rest = await h.wait_for(lambda: h.query(
+        gatherer_dsn, "SELECT detail FROM coverage_events WHERE kind = 'resync' AND recovered "
+                      "AND detail->>'how' = 'rest_snapshot'"), 10, "the REST-snapshot resyncs committed")
+    assert all("rest_snapshot" in d["steps"] for (d,) in rest)
     await h.assert_complete(gsim, gatherer_dsn)
 
 
