@@ -109,6 +109,7 @@ async def arun(ctx: Context) -> list[Row]:
         for w in app.writers.values():
             await w.settled(w.mark)
         subscribed = set(app.conns.planner.owner)  # type: ignore[union-attr]  # open markets only
+        peak_rss = peak_rss_bytes()  # the gatherer's peak, before the truth download below
         import psycopg
 
         with psycopg.connect(dsn) as conn:
@@ -142,7 +143,7 @@ async def arun(ctx: Context) -> list[Row]:
           and not sim_faults.get("error_25_overflow"))
     return [Row("local database outage", f"DB stopped {outage:.0f} s at ~5,000 msgs/s (spool)",
                 "MB", None, None, "zero loss, zero resyncs, sockets never stall",
-                ok=ok, peak_rss=peak_rss_bytes(),
+                ok=ok, peak_rss=peak_rss,
                 extra={"lost_trades": lost_trades, "truth_trades": len(truth_trades),
                        "markets_subscribed": len(subscribed),
                        "lost_deltas": lost_deltas, "truth_deltas": truth_deltas,
