@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only NAME ...] [--reps N]``: every benchmark of
+"""``python -m bench [--quick] [--only NAME ...] [--reps N] [--soak [--soak-minutes M]]``: every benchmark of
 docs performance.md, one child process each, then a table and ``bench/results/latest.json``.
 
 Shared set-up, done once per run and torn down at the end whatever happens: a throwaway
@@ -32,13 +32,18 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "writer": (True, True, 300),
     "simulator": (False, True, 240),
     "e2e": (True, False, 300),
+    "e2e_uvloop": (True, False, 300),
+    "stacks": (False, True, 420),
     "dedup": (True, False, 300),
     "registry": (False, False, 300),
     "recovery": (True, False, 300),
     "backpressure": (False, False, 900),
     "archive": (True, False, 300),
+    "books": (True, False, 600),
+    "soak": (True, False, 3600),  # plus the soak's own minutes
+    "coverage": (True, False, 7_200),
 }
-DEFAULT = [n for n in BENCHES if n != "archive"]
+DEFAULT = [n for n in BENCHES if n not in ("archive", "soak", "coverage")]  # opt-in: --only NAME
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -51,6 +56,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=None, help="measured repetitions (default 5, "
                     "quick 2); one unmeasured warm-up rep always precedes them")
     ap.add_argument("--archive", action="store_true", help="also run the archive export bench")
+    ap.add_argument("--soak", action="store_true", help="run the soak bench (alone, unless "
+                    "--only names others): xl, gatherer + deduplicator, 5,000 msgs/s with "
+                    "bursts of 50,000, RSS slope, lag, CPU s/M, loss against truth")
+    ap.add_argument("--soak-minutes", type=float, default=30.0, metavar="M",
+                    help="length of the soak's measured run (default 30; 2 for a smoke test)")
+    ap.add_argument("--soak-preset", default="xl", choices=("medium", "large", "xl"),
+                    help="the soak's simulator preset (default xl: 1,000,000 markets)")
     ap.add_argument("--out", type=Path, default=report.LATEST, help="JSON results path")
     return ap.parse_args(argv)
 
@@ -123,9 +135,12 @@ def _run_child(name: str, ctx: Context, timeout: float, console: Console) -> lis
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     console = report.make_console()
-    names = [n for o in a.only for n in o.split(",") if n] or list(DEFAULT)
+    names = [n for o in a.only for n in o.split(",") if n] or (["soak"] if a.soak
+                                                                 else list(DEFAULT))
     if a.archive and "archive" not in names:
         names.append("archive")
+    if a.soak and "soak" not in names:
+        names.append("soak")
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         console.print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}")
@@ -151,11 +166,14 @@ def main(argv: list[str] | None = None) -> int:
             meta["frames"] = _record_frames(frames_dir, 15_000 if a.quick else 30_000, console)
         ctx = Context(quick=a.quick, reps=reps, workdir=str(workdir),
                       pg_dsn=cluster.dsn("postgres") if cluster else "",
-                      frames_dir=str(frames_dir))
+                      frames_dir=str(frames_dir), soak_minutes=a.soak_minutes,
+                      soak_preset=a.soak_preset)
         for name in names:
             console.print(f"[bold]{name}[/] …")
-            rows.extend(_run_child(name, ctx, BENCHES[name][2] * (0.6 if a.quick else 1.0),
-                                   console))
+            timeout = BENCHES[name][2] * (0.6 if a.quick else 1.0)
+            if name == "soak":
+                timeout = BENCHES[name][2] + a.soak_minutes * 60
+            rows.extend(_run_child(name, ctx, timeout, console))
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
     finally:

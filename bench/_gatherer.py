@@ -45,7 +45,7 @@ def config(sim: SimProcess, dsn: str, workdir: Path, **overrides: Any) -> dict[s
                         "markets_per_connection": 5000, "stagger_s": 0.05,
                         "ping_interval_s": 10.0, "ping_timeout_s": 60.0, "silent_role_s": 600.0},
         "poller": {"enabled": True, "interval_s": 60.0},
-        "rate_limit": {"read_per_s": 200.0, "burst": 100},
+        # the REST budget is what the simulator's /account/limits reports (its tier)
         "health": {"host": "127.0.0.1", "port": free_port(), "db_probe_interval_s": 2.0},
         "metrics": {"host": "127.0.0.1", "port": free_port()},
         "admin": {"host": "127.0.0.1", "port": free_port()},

@@ -97,6 +97,8 @@ class Context:
     workdir: str  # a temp dir removed at the end of the run
     pg_dsn: str  # superuser DSN of the run's cluster ("postgres" database)
     frames_dir: str  # recorded simulator frames (bench.frames)
+    soak_minutes: float = 0.0  # bench.soak's run length (--soak-minutes)
+    soak_preset: str = "xl"  # bench.soak's simulator preset (--soak-preset)
 
     @property
     def frames(self) -> Path:

@@ -78,7 +78,12 @@ def cpu_ratio(r: Row) -> float | None:
 
 
 def _extra_text(r: Row) -> str:
-    parts = [f"{k}={v}" for k, v in r.extra.items() if not isinstance(v, dict | list)]
+    parts = []
+    for k, v in r.extra.items():
+        if isinstance(v, dict):  # one level, e.g. the soak's per-process figures
+            parts.extend(f"{k}.{sk}={sv}" for sk, sv in v.items() if not isinstance(sv, dict | list))
+        elif not isinstance(v, list):
+            parts.append(f"{k}={v}")
     return ", ".join(parts)
 
 

@@ -55,13 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     _EARLY.install()  # before the heavy imports below: a stop during start-up still exits cleanly
     from deduplicator.app import reset_gatherer
     from deduplicator.config import DeduplicatorConfig
-    from shared.config import load_config
+    from shared.config import fetch_secrets, load_config
     from shared.errors import ConfigError, KalshiDataError, SecretError
     from shared.logging import setup_logging
 
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, DeduplicatorConfig)
+        fetch_secrets(cfg)  # a missing or unreadable secret stops us here, naming it
         if args.reset_cursor is not None and args.reset_cursor not in {g.id for g in cfg.gatherers}:
             raise ConfigError("--reset-cursor", f"unknown gatherer \"{args.reset_cursor}\" (configured: "
                               + ", ".join(g.id for g in cfg.gatherers) + ")")

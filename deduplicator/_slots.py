@@ -16,6 +16,8 @@ from typing import Any, Generic, TypeVar
 import psycopg
 from psycopg.pq import TransactionStatus
 
+from shared.pool_metrics import PoolStats
+
 T = TypeVar("T")
 
 
@@ -27,13 +29,26 @@ class Slots(Generic[T]):
         self._open = open_conn
         self._conn_of = conn_of
         self._sem = asyncio.Semaphore(size)
+        self._size = size
+        self._in_use = 0
+        self._waiting = 0
         self._idle: list[T] = []
         self._closed = False
+
+    def stats(self) -> PoolStats:
+        """Occupancy for ``db_pool_*`` (shared/pool_metrics.py): borrowed, limit, queued callers."""
+        return PoolStats(in_use=self._in_use, max=self._size, waiting=self._waiting)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[T]:
         """Borrow a connection; it goes back to the idle list only if it is healthy and idle."""
-        async with self._sem:
+        self._waiting += 1
+        try:
+            await self._sem.acquire()
+        finally:
+            self._waiting -= 1
+        self._in_use += 1
+        try:
             item: T | None = None
             while self._idle and item is None:
                 cand = self._idle.pop()
@@ -51,6 +66,9 @@ class Slots(Generic[T]):
                 else:
                     with contextlib.suppress(Exception):
                         await conn.close()
+        finally:
+            self._in_use -= 1
+            self._sem.release()
 
     async def discard_idle(self) -> None:
         """Close idle connections (after an outage they are most likely dead)."""

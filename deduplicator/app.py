@@ -41,6 +41,7 @@ from shared.errors import StorageError
 from shared.http import HttpServer, start_servers
 from shared.metrics import DeduplicatorMetrics, add_process_collectors
 from shared.migrate import schema_version
+from shared.pool_metrics import track_pool
 
 log = logging.getLogger("deduplicator.app")
 
@@ -67,6 +68,7 @@ class App:
         self.cfg = cfg
         self.registry = registry
         self.metrics = DeduplicatorMetrics(registry)
+        self.metrics.init_labels([g.id for g in cfg.gatherers], cfg.sync.tables)  # every known series at 0
         if process_metrics:
             add_process_collectors(registry)
         self._rng = rng or random.Random()
@@ -81,6 +83,9 @@ class App:
         self.loops = [TableSync(src, self.production, SPECS[t], cfg.sync, cfg.consumer_id, self.metrics,
                                 self._stop, self._rng, wall)
                       for src in self.sources for t in cfg.sync.tables]
+        track_pool(self.metrics, "production", self.production.pool_stats)
+        for src in self.sources:
+            track_pool(self.metrics, src.id, src.pool_stats)
         self._loop_tasks: list[asyncio.Task[None]] = []
         self._aux_tasks: list[asyncio.Task[Any]] = []
         self._servers: list[HttpServer] = []

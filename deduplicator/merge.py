@@ -84,6 +84,17 @@ def merge_sql(spec: TableSpec) -> sql.Composed:
             ON CONFLICT ({key}) DO NOTHING
         """).format(stage=stage, table=table, target=target, values=values, key=key)
 
+    if spec.kind == "deltas":
+        # A known ts_rank fills a NULL one (issue 19); never the other way round. DISTINCT ON
+        # because DO UPDATE cannot touch one row twice in a statement.
+        return sql.SQL("""
+            INSERT INTO {table} AS t ({target})
+            SELECT DISTINCT ON ({order}) {values} FROM {stage} s
+             ORDER BY {order}, s.ts_rank NULLS LAST, s.ingest_xid, s.ingest_seq
+            ON CONFLICT ({key}) DO UPDATE SET ts_rank = EXCLUDED.ts_rank
+             WHERE t.ts_rank IS NULL AND EXCLUDED.ts_rank IS NOT NULL
+        """).format(table=table, target=target, values=values, stage=stage, order=order_key, key=key)
+
     if spec.kind == "event":
         return sql.SQL("""
             INSERT INTO {table} AS t ({target})

@@ -21,6 +21,7 @@ from deduplicator.tables import TableSpec
 from shared.config import DatabaseConfig
 from shared.db import classify, connect
 from shared.logging import RateLimitedLog
+from shared.pool_metrics import PoolStats
 
 log = logging.getLogger("deduplicator.production")
 
@@ -59,6 +60,10 @@ class Production:
 
     async def _open(self) -> ProductionConn:
         return ProductionConn(await connect(self.cfg, autocommit=True))
+
+    def pool_stats(self) -> PoolStats:
+        """Occupancy of the production connections (``db_pool_*{database="production"}``)."""
+        return self._slots.stats()
 
     def connection(self) -> Any:
         """``async with production.connection() as pc`` (a ``ProductionConn``); raises ``StorageError``

@@ -26,6 +26,7 @@ from deduplicator.errors import GathererRefused, SchemaTooOld
 from deduplicator.pull import database_uuid, schema_version
 from shared.db import classify, connect
 from shared.logging import RateLimitedLog
+from shared.pool_metrics import PoolStats
 
 State = Literal["starting", "healthy", "down", "refused"]
 
@@ -119,6 +120,10 @@ class Source:
     @property
     def display_name(self) -> str:
         return self.cfg.database.display_name()
+
+    def pool_stats(self) -> PoolStats:
+        """Occupancy of this gatherer's connections (``db_pool_*{database="<gatherer id>"}``)."""
+        return self._slots.stats()
 
     def connection(self) -> Any:
         """``async with source.connection() as g``: a checked ``GathererConn``.

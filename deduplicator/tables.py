@@ -12,6 +12,8 @@ Merge rules (data-model.md, hardening 1, 4, 7):
 - ``trades``: identity is ``trade_id`` alone, guarded by the unpartitioned ``trade_ids`` table;
   the first-seen row (in the delivering gatherer's ingest order) wins.
 - ``event``: append-only observations, ``ON CONFLICT (identity key) DO NOTHING``.
+- ``deltas``: like ``event``, except that a known ``ts_rank`` replaces a NULL one (a gatherer that
+  saw the whole millisecond knows the exchange's order where another did not).
 - ``coverage``: ``(gatherer_id, event_id)``, updated in place on the gatherer; the version with the
   newer ``updated_at`` wins.
 - ``reference``: latest state; ``(exchange_updated_ts, received_at)`` newer wins (NULL as -1),
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal
 
-MergeKind = Literal["trades", "event", "coverage", "reference"]
+MergeKind = Literal["trades", "event", "deltas", "coverage", "reference"]
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,16 @@ TRADES = TableSpec("trades", "trades", (
     ("is_block_trade", _BOOL), ("source", _TEXT), ("received_at", _BIG)),
     key=("ticker", "exchange_ts", "trade_id"))
 
-ORDERBOOK_DELTAS = TableSpec("orderbook_deltas", "event", (
+ORDERBOOK_DELTAS = TableSpec("orderbook_deltas", "deltas", (
     ("ticker", _TEXT), ("exchange_ts", _BIG), ("side", _TEXT), ("price", _INT), ("delta", _BIG),
-    ("occurrence", _SMALL), ("seq", _BIG), ("received_at", _BIG)),
+    ("occurrence", _SMALL), ("seq", _BIG), ("received_at", _BIG), ("ts_rank", _SMALL)),
     key=("ticker", "exchange_ts", "side", "price", "delta", "occurrence"))
 
 ORDERBOOK_SNAPSHOTS = TableSpec("orderbook_snapshots", "event", (
     ("ticker", _TEXT), ("snapshot_ts", _BIG), ("source", _TEXT), ("yes_levels", _JSON), ("no_levels", _JSON),
-    ("seq", _BIG), ("last_delta_ts", _BIG), ("last_delta_occurrence", _SMALL), ("received_at", _BIG)),
+    ("seq", _BIG), ("last_delta_ts", _BIG), ("last_delta_occurrence", _SMALL), ("received_at", _BIG),
+    ("cut_kind", _TEXT), ("cut_ts", _BIG), ("cut_side", _TEXT), ("cut_price", _INT), ("cut_delta", _BIG),
+    ("cut_occurrence", _SMALL)),
     key=("ticker", "snapshot_ts", "source", "gatherer_id"))
 
 TICKERS = TableSpec("tickers", "event", (

@@ -88,13 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     _EARLY.install()  # before the heavy imports below: a stop during start-up still exits cleanly
     from gatherer.config import GathererConfig
     from gatherer.errors import AuthRejected, KeyInvalid
-    from shared.config import load_config
+    from shared.config import fetch_secrets, load_config
     from shared.errors import ConfigError, SecretError
     from shared.logging import setup_logging
 
     args = _parser().parse_args(argv)
     try:
         cfg = load_config(args.config, GathererConfig)
+        fetch_secrets(cfg)  # a missing or unreadable secret stops us here, naming it
     except (ConfigError, SecretError) as exc:
         print(f"kalshi-gatherer: {_describe_config_error(args.config, exc)}", file=sys.stderr)
         return 2

@@ -24,7 +24,11 @@ table(s) in its own transaction; if the database refuses it (a duplicate, a CHEC
 SQLSTATE classes 22/23) that transaction is rolled back and the batch takes the staging route,
 which keeps every guarantee above. Without a conflict both routes store exactly the same rows in
 the same order (so the same ``ingest_seq`` order), which is why the fast path is safe:
-first-arrival choices only arise when there is a conflict, and then staging decides. Narrow
+first-arrival choices only arise when there is a conflict, and then staging decides. The one
+conflict every trades batch would otherwise carry, the same trade_id twice in one batch (each
+trade socket delivers every trade), is settled before the COPY by ``TableSpec.batch_key``:
+later repeats are dropped, which is what the staging merge's ``DISTINCT ON ... ORDER BY ord``
+would keep, so only conflicts with rows already stored take the staging route. Narrow
 integer columns (int2/int4) are range-checked in Python before the fast path is taken, since the
 binary dumpers would otherwise wrap an out-of-range value silently.
 """
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -95,6 +100,10 @@ class TableSpec:
     merge_sql: str  # staging -> target; its rowcount is the number of rows stored
     prepare: Callable[[Row], Row] | None = None  # row -> COPY tuple (e.g. levels -> JSON)
     direct: DirectCopy | None = None  # the fast path, when this table has one
+    # In-batch identity: a row whose key repeats an earlier row's in the same batch is dropped
+    # before writing (the first arrival wins, as in the staging merge), so a batch carrying one
+    # trade from two trade sockets still takes the fast path.
+    batch_key: Callable[[Row], Any] | None = None
 
     @property
     def staging(self) -> str:
@@ -221,7 +230,8 @@ _TRADE_COLS = _cols(
     "received_at",
 )
 _DELTA_COLS = _cols(
-    "ticker", "exchange_ts", "side", "price", "delta", "occurrence", "seq", "sid", "received_at"
+    "ticker", "exchange_ts", "side", "price", "delta", "occurrence", "seq", "sid", "received_at",
+    "ts_rank",
 )
 _SNAP_COLS = _cols(
     "ticker",
@@ -233,6 +243,12 @@ _SNAP_COLS = _cols(
     "last_delta_ts",
     "last_delta_occurrence",
     "received_at",
+    "cut_kind",
+    "cut_ts",
+    "cut_side",
+    "cut_price",
+    "cut_delta",
+    "cut_occurrence",
 )
 _TICKER_COLS = _cols(
     "ticker",
@@ -334,8 +350,12 @@ _I2 = 2**15
 
 
 def _deltas_fit(rows: Sequence[Row]) -> bool:
-    # price int4, occurrence int2; a non-integer raises TypeError -> staging route
-    return all(-_I4 <= r[3] < _I4 and -_I2 <= r[5] < _I2 for r in rows)
+    # price int4, occurrence and ts_rank int2 (ts_rank may be None); a non-integer raises
+    # TypeError -> staging route
+    return all(
+        -_I4 <= r[3] < _I4 and -_I2 <= r[5] < _I2 and (r[9] is None or -_I2 <= r[9] < _I2)
+        for r in rows
+    )
 
 
 def _trades_fit(rows: Sequence[Row]) -> bool:
@@ -368,7 +388,7 @@ _DELTAS_DIRECT = DirectCopy(
         DirectTarget(
             "orderbook_deltas",
             _DELTA_COLS,
-            ("text", "int8", "text", "int4", "int8", "int2", "int8", "int8", "int8"),
+            ("text", "int8", "text", "int4", "int8", "int2", "int8", "int8", "int8", "int2"),
         ),
     ),
     _deltas_fit,
@@ -423,19 +443,19 @@ _COVERAGE_MERGE = (
 SPECS: dict[str, TableSpec] = {
     "trades": TableSpec(
         "trades", _TRADE_COLS, (_T, _T, _I, _I, _I, _I, _T, _T, _T, _B, _T, _I), _TRADES_MERGE,
-        direct=_TRADES_DIRECT,
+        direct=_TRADES_DIRECT, batch_key=itemgetter(0),  # trade_id (hardening 1)
     ),
     "orderbook_deltas": TableSpec(
         "orderbook_deltas",
         _DELTA_COLS,
-        (_T, _I, _T, _I, _I, _I, _I, _I, _I),
+        (_T, _I, _T, _I, _I, _I, _I, _I, _I, _I),
         _plain_insert("orderbook_deltas", _DELTA_COLS),
         direct=_DELTAS_DIRECT,
     ),
     "orderbook_snapshots": TableSpec(
         "orderbook_snapshots",
         _SNAP_COLS,
-        (_T, _I, _T, _T, _T, _I, _I, _I, _I),
+        (_T, _I, _T, _T, _T, _I, _I, _I, _I, _T, _I, _T, _I, _I, _I),
         _plain_insert(
             "orderbook_snapshots", _SNAP_COLS, {"yes_levels": "jsonb", "no_levels": "jsonb"}
         ),

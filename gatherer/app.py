@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import time
@@ -48,16 +49,19 @@ from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
 from gatherer.resync import ResyncMachine
 from gatherer.retention import Retention
+from gatherer.router import _ROUTED_TYPES as ROUTED_TYPES
 from gatherer.router import BackfillRequest, ResyncRequest, Router
 from gatherer.spool import Spool, SpoolBudget, SpoolError
-from gatherer.writer import PgSink, Writer, make_writers
+from gatherer.writer import SPECS, PgSink, Writer, WriterClosed, make_writers
 from shared import db
 from shared.errors import ConfigError, StorageError
 from shared.http import HttpServer, start_servers
 from shared.kalshi.auth import KeyLoadError, load_private_key
+from shared.kalshi.decode import REJECT_REASONS
 from shared.kalshi.models import Lifecycle, Profile, Rejected, SeqGap
 from shared.kalshi.objects import snapshot_from_rest
 from shared.metrics import GathererMetrics, add_process_collectors
+from shared.pool_metrics import psycopg_pool_stats, track_pool
 
 log = logging.getLogger("gatherer.app")
 
@@ -91,11 +95,15 @@ class GathererApp:
 
     def __init__(self, cfg: GathererConfig, registry: CollectorRegistry | None = None, *,
                  process_metrics: bool = False) -> None:
+        # kalshi.api_key_secret: the key id is inside the secret (SecretError names it if not)
+        cfg = dataclasses.replace(cfg, kalshi=cfg.kalshi.with_api_key())
         self.cfg = cfg
         self.prom = registry if registry is not None else CollectorRegistry()
         if process_metrics:
             add_process_collectors(self.prom)
         self.metrics = GathererMetrics(self.prom)
+        # every known series at 0 from the first scrape
+        self.metrics.init_labels(writers=tuple(SPECS), routed_types=ROUTED_TYPES, parse_reasons=REJECT_REASONS)
         self.metrics.gatherer_info.labels(gatherer_id=cfg.gatherer_id, version=version()).set(1)
         self.key = load_key(cfg)
         self.health = GathererHealth(cfg, version())
@@ -129,7 +137,9 @@ class GathererApp:
         # Key problems are fatal and need no database: find them before waiting for one.
         self.rest = RestClient(cfg.kalshi, self.key, cfg.rate_limit, m, auth_retry_s=cfg.kalshi.auth_retry_s)
         self.health.rest = self.rest
-        await self.rest.probe_auth()  # AuthRejected here is fatal: wrong key id or key
+        # AuthRejected here is fatal (wrong key id or key); the answer carries the key's REST
+        # budget, which the client adopts (rate_limit.discover).
+        await self.rest.discover_limits()
         log.info("gatherer %s starting (version %s, exchange %s, key id %s)", cfg.gatherer_id,
                  version(), cfg.kalshi.rest_base, cfg.kalshi.api_key_id)
 
@@ -137,6 +147,8 @@ class GathererApp:
         self.pool = db.make_pool(cfg.database, "gatherer-aux", application_name="kalshi-gatherer-aux",
                                  min_size=1, max_size=3)
         await self.pool.open()
+        pool = self.pool
+        track_pool(m, "local", lambda: psycopg_pool_stats(pool))
         self.db_probe = DbProbe(self.pool, cfg.health.db_probe_interval_s)
         await self.db_probe.check()
         self.health.db = self.db_probe
@@ -191,6 +203,7 @@ class GathererApp:
         router_writers["trades"] = TradeTap(self.writers["trades"], self.exclock)  # type: ignore[assignment]
         self.router = Router(router_writers, m, resync_q=resync_q, backfill_q=backfill_q,
                              lifecycle_q=lifecycle_q, profile_hint=profile)
+        self._spawn(self._router_holds(), "router-holds")
         self._spawn(self.registry.run_lifecycle(lifecycle_q), "registry-lifecycle")
         self._spawn(self.registry.run_timers(), "registry-timers")
         self._spawn(self.registry.run_dirty_fetch(), "registry-dirty")
@@ -207,6 +220,7 @@ class GathererApp:
             rawlog=self.rawlog.write if self.rawlog is not None else None,
             on_lifecycle_reconnect=self.registry.request_reconcile)
         self.health.conns = self.conns
+        self.registry.on_lifecycle = self.conns.on_lifecycle  # a refused market's second chance
         self.resync = ResyncMachine(cfg.resync, self.conns, self.router, self.rest,
                                     self.writers["orderbook_snapshots"], self.coverage, m,
                                     requests=resync_q, now_us=_now_us)
@@ -247,6 +261,15 @@ class GathererApp:
         budget = SpoolBudget(sc.max_bytes)
         base = Path(sc.directory) / self.cfg.gatherer_id
         return lambda table: Spool(base, table, budget, self.metrics, chunk_rows=sc.chunk_rows)
+
+    async def _router_holds(self) -> None:
+        """Snapshots held for their place in the stream are written within the router's bound
+        even when no frame arrives (gatherer/router.py)."""
+        assert self.router is not None
+        while True:
+            await asyncio.sleep(1.0)
+            self.router.expire_holds(_now_us())
+            await self.router.drain()
 
     async def _delayed(self, coro: Coroutine[Any, Any, Any], delay: float) -> Any:
         try:
@@ -379,6 +402,12 @@ class GathererApp:
         self._tasks.clear()
         if self.router is not None:
             self.router.flush_metrics()
+            self.router.release_all()
+            with contextlib.suppress(WriterClosed, TimeoutError):
+                await asyncio.wait_for(self.router.drain(), self.cfg.writer.flush_deadline_s)
+            if self.router.undrained_snapshots:
+                log.error("%d orderbook snapshots could not be handed to the writer before stopping",
+                          self.router.undrained_snapshots)
         left = 0
         if self.writers:
             results = await asyncio.gather(

@@ -15,14 +15,16 @@ come from:
 
 The drain loop takes due windows oldest first (merging pending windows of the same market, or of
 all markets, that overlap), converts them to exchange time (``_exclock.ExchangeClock``) widened
-by ``overlap_s``, reads EVERY page of ``GET /markets/trades`` (``RestClient.trades``; a listing cut
-short is a failure), hands the rows to the trades writer and waits for the writer to COMMIT them
-(``settled``). Only then is the window ``done`` and its ``trade_backfill`` coverage event (and
+by ``overlap_s``, reads EVERY page of trades (``RestClient.trades``: ``/markets/trades`` and, for
+the part older than Kalshi's historical cutoff, ``/historical/trades``; a listing cut short, or a
+tier the window needed failing, is a failure), hands the rows to the trades writer and waits
+for the writer to COMMIT them (``settled``). Only then is the window ``done`` and its ``trade_backfill`` coverage event (and
 any linked one) closed as recovered; an empty answer read to the end proves there were none. A
 failed window is retried after ``retry_min_s`` doubling up to ``retry_max_s`` (with jitter),
 forever, and counted (``backfill_failures_total``); ``backfill_oldest_pending_seconds`` and the
 ``BackfillWindowStale`` alert say when one waits too long. Inserts are idempotent by trade_id
-(hardening 1), so overlap and retries never duplicate.
+(hardening 1), so overlap and retries never duplicate. The coverage event's detail names the
+tiers that answered (``sources``).
 """
 
 from __future__ import annotations
@@ -221,8 +223,9 @@ class Backfill:
         proven_ts = max(min_ts, min(max_ts, int(self._ex.to_exchange(self._now()) // 1_000_000) - 1))
         self.in_progress += 1
         t0 = time.monotonic()
+        sources: set[str] = set()
         try:
-            n = await self._fetch(min_ts, max_ts, ticker)
+            n = await self._fetch(min_ts, max_ts, ticker, sources)
         except RestError as exc:
             attempts = max(w.attempts for w in group) + 1
             delay = self._retry_delay(attempts)
@@ -244,7 +247,8 @@ class Backfill:
             if w.coverage_event:
                 await self._coverage.close(w.coverage_event, window_end=w.end_us, recovered=True, detail={
                     "trades": n, "min_ts": min_ts, "max_ts": proven_ts, "query_max_ts": max_ts,
-                    "attempts": w.attempts + 1, "queue_id": w.id, "seconds": seconds})
+                    "attempts": w.attempts + 1, "queue_id": w.id, "seconds": seconds,
+                    "sources": sorted(sources)})
             for ref in w.linked:
                 self._coverage.adopt_ref(ref)
                 await self._coverage.close(ref.event_id, recovered=True,
@@ -255,10 +259,11 @@ class Backfill:
                  extra={"reason": reasons, "trades": n, "ticker": ticker, "windows": len(group)})
         return n
 
-    async def _fetch(self, min_ts: int, max_ts: int, ticker: str | None) -> int:
+    async def _fetch(self, min_ts: int, max_ts: int, ticker: str | None, sources: set[str]) -> int:
         n = 0
-        async for page in self._rest.trades(ticker=ticker, min_ts=min_ts, max_ts=max_ts,
-                                            limit=self._cfg.page_limit):
+        query = self._rest.trades(ticker=ticker, min_ts=min_ts, max_ts=max_ts,
+                                  limit=self._cfg.page_limit)
+        async for page in query:
             rx = self._now()
             rows: list[TradeRow] = []
             for obj in page:
@@ -273,6 +278,7 @@ class Backfill:
                 await self._trades.put_many(rows)
                 self._m.backfill_trades_total.inc(len(rows))
                 n += len(rows)
+        sources |= query.sources
         return n
 
     def _retry_delay(self, attempts: int) -> float:

@@ -1,6 +1,6 @@
 """The durable trade-backfill queue: table ``backfill_queue`` of the gatherer database.
 
-One row per window of trades to fetch over REST (migrations/gatherer/004_recovery.sql): a
+One row per window of trades to fetch over REST (migrations/gatherer/005_recovery.sql): a
 window is written here before any fetch starts, so neither a failed fetch nor a restart can
 forget it; ``done`` only after its trades are committed. Pure SQL over the gatherer's aux pool;
 the policy (backoff, merging, the sweep) is in backfill.py.

@@ -11,9 +11,15 @@ Per connection (``WsConnection``):
 - a signed handshake (RSA-PSS over ``<ts>GET/trade-api/ws/v2``, fresh per attempt);
 - every frame is stamped ``received_at_us`` on receipt and awaited through ``router.route``; when
   the writers apply backpressure that await stops this socket's reads, which is the point;
+- its subscriptions are planned by ``_subscriptions.SubscriptionSet``: an orderbook socket
+  carries as many subscriptions as Kalshi's markets-per-subscription limit needs (learnt from
+  error 26), commands leave through a paced sender (rate learnt from error 27), and markets the
+  exchange refuses are quarantined (``_quarantine``) without holding up the rest;
 - replies (subscribed/ok/unsubscribed/error) returned by the router drive the subscription state;
   error 10/25 (terminal) -> resubscribe that subscription, counted in
   ``conn_manager_subscribe_errors_total{channel,error_code}``;
+- an orderbook socket refused with handshake 429 (Kalshi's per-key socket limit) several times
+  in a row is parked: its shard's markets move to the other sockets;
 - liveness is ping/pong (our own keepalive, so ``ws_client_last_ping_timestamp`` is real), never
   data silence; a dead socket is closed and reconnected with exponential backoff + full jitter,
   and every connect passes a shared gate (``stagger_s`` apart) so the pool never reconnects in one
@@ -39,8 +45,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,7 +55,16 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import ClientConnection, connect
 
 from gatherer._backoff import Backoff
+from gatherer._quarantine import Quarantine
 from gatherer._shard import ShardPlanner
+from gatherer._subscriptions import (
+    CMD_CHUNK,
+    Command,
+    LearnedLimit,
+    LearnedRate,
+    Sub,
+    SubscriptionSet,
+)
 from gatherer.config import ConnectionsConfig, KalshiConfig
 from gatherer.coverage import CoverageLedger
 from gatherer.errors import AuthRejected
@@ -67,8 +81,6 @@ ROLES = ("ticker", "trade", "lifecycle", "orderbook")
 CHANNEL = {"ticker": "ticker", "trade": "trade", "lifecycle": "market_lifecycle_v2",
            "orderbook": "orderbook_delta"}
 TERMINAL = frozenset((10, 25))
-#: Markets per update_subscription command: keeps one command frame well under any size limit.
-CMD_CHUNK = 1000
 #: Rebalance moves per round; each costs a snapshot (hardening 6: unsubscribe, then subscribe).
 REBALANCE_MOVES = 200
 
@@ -95,21 +107,9 @@ class ConnectGate:
             self._next = max(now, self._next) + self._stagger
 
 
-@dataclass
-class _Sub:
-    """One subscription this connection wants: a channel and (orderbook) its markets."""
-
-    channel: str
-    firehose: bool
-    sid: int | None = None
-    pending_id: int | None = None  # subscribe command in flight
-    pending_since: float = 0.0  # monotonic time it was sent
-    sent: set[str] = field(default_factory=set)  # markets the exchange has been told about
-    subscribed_at: float = 0.0
-
-
 class WsConnection:
-    """One socket with its subscription; reconnects forever until ``stop()``."""
+    """One socket with its subscriptions; reconnects forever until ``stop()`` (or until the
+    manager parks it: Kalshi refuses more sockets on this key)."""
 
     def __init__(self, conn_id: str, role: str, mgr: ConnectionManager, index: int) -> None:
         self.conn_id = conn_id
@@ -117,24 +117,31 @@ class WsConnection:
         self.index = index
         self._mgr = mgr
         self._m = mgr.metrics
-        self.sub = _Sub(CHANNEL[role], firehose=role != "orderbook")
+        self.subs = mgr.subscription_set(role)
         self.desired: set[str] = set()  # orderbook markets assigned by the planner
         self.ws: ClientConnection | None = None
         self.open = False
         self.healthy = False
+        self.parked = False
         self.ever_connected = False
         self.down_since_us: int | None = None
         self.last_rx_mono = 0.0
         self.last_rx_us = 0  # receive time of the newest frame: where an outage begins
         self.last_error: str | None = None
         self._ids = itertools.count(1)
-        self._cmds: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self._cmds: dict[int, Command] = {}
+        self._outbox: asyncio.Queue[tuple[int, Command]] = asyncio.Queue()
+        self._next_send = 0.0
+        self._subscribe_sent: dict[int, float] = {}  # subscribe command id -> monotonic send time
         self._sync_needed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._later: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._in_route = False
         self._n_msgs = 0
+        self._n_data = 0  # frames that were not only command replies (ws_client_last_message_timestamp)
         self._n_bytes = 0
+        self._handshake_429s = 0
         self._ws_down_event: str | None = None
         cfg = mgr.cfg
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
@@ -144,13 +151,21 @@ class WsConnection:
         self._reconnects = self._m.conn_manager_reconnects_total.labels(role=role)
         self._last_ping = self._m.ws_client_last_ping_timestamp.labels(conn_id=conn_id)
 
+    @property
+    def sub(self) -> Sub:
+        """The first subscription (a firehose role has exactly one)."""
+        return self.subs.subs[0] if self.subs.subs else Sub(0, self.subs.channel, self.subs.firehose)
+
     # ---- public ----------------------------------------------------------------------------
     def start(self, initial_delay: float) -> None:
+        self._stopping = False
         self._task = asyncio.create_task(self._run(initial_delay), name=f"ws-{self.conn_id}")
 
     async def stop(self) -> None:
         """Stop reading and close the socket (shutdown: nothing more enters the pipeline)."""
         self._stopping = True
+        for t in list(self._later):
+            t.cancel()
         task = self._task
         if task is not None:
             # Bounded: shutdown has a flush deadline to keep, whatever this socket is doing.
@@ -185,50 +200,75 @@ class WsConnection:
                 ws.transport.abort()
 
     def subscribed_markets(self) -> int:
-        if not self.healthy:
+        if not self.open or self.role != "orderbook":
             return 0
-        return len(self.sub.sent) if self.role == "orderbook" else 0
+        return self.subs.subscribed_markets()
 
     async def get_snapshot(self, sid: int, tickers: Sequence[str]) -> bool:
         """``update_subscription`` ``get_snapshot`` for markets of subscription ``sid``."""
-        if self.ws is None or self.sub.sid != sid:
+        if self.ws is None or self.subs.by_sid(sid) is None:
             return False
+        sub = self.subs.by_sid(sid)
+        assert sub is not None
         for i in range(0, len(tickers), CMD_CHUNK):
             chunk = list(tickers[i:i + CMD_CHUNK])
-            await self._send("update_subscription", {"sid": sid, "action": "get_snapshot",
-                                                     "market_tickers": chunk}, ("snapshot", tuple(chunk)))
+            self._enqueue(next(self._ids), Command("snapshot", sub.key, tuple(chunk), {
+                "sid": sid, "action": "get_snapshot", "market_tickers": chunk}))
         return True
 
-    async def resubscribe(self, why: str, *, sid_alive: bool = True) -> None:
-        """Drop the current subscription and subscribe again (new sid, fresh snapshots).
-
-        ``sid_alive=False`` after a terminal error (10/25): the exchange already ended that sid,
-        so no ``unsubscribe`` is sent (it would only earn an error 7).
-        """
+    async def resubscribe(self, why: str, *, sid_alive: bool = True, sid: int | None = None) -> None:
+        """Drop subscription ``sid`` (every one when None) and subscribe again: new sid, fresh
+        snapshots. ``sid_alive=False`` after a terminal error (10/25): the exchange already
+        ended that sid, so no ``unsubscribe`` is sent (it would only earn an error 7)."""
         if self.ws is None:
             return
-        if self.sub.pending_id is not None:
-            return  # a fresh subscribe is already on its way
-        old = self.sub.sid
-        log.warning("resubscribing %s channel (%s)", self.sub.channel, why,
-                    extra={"conn_id": self.conn_id, "sid": old})
-        await self._outage_begins(why)
-        self.sub.sid = None
-        self.sub.sent = set()
-        self.healthy = False
-        self._connected_gauge.set(0)
-        # The router releases the old sid's books itself, on the terminal error frame or on the
-        # ``unsubscribed`` reply (data-model.md hardening 6: no deltas without a new snapshot).
-        if old is not None and sid_alive:
-            with contextlib.suppress(Exception):
-                await self._send("unsubscribe", {"sids": [old]}, ("unsubscribe", ()))
+        dropped = False
+        for sub in list(self.subs.subs):
+            if (sid is not None and sub.sid != sid) or sub.pending is not None:
+                continue  # a fresh subscribe is already on its way
+            if sub.sid is None and sid is None:
+                continue
+            log.warning("resubscribing %s channel (%s)", sub.channel, why,
+                        extra={"conn_id": self.conn_id, "sid": sub.sid})
+            # The router releases the old sid's books itself, on the terminal error frame or on
+            # the ``unsubscribed`` reply (data-model.md hardening 6: no deltas without a snapshot).
+            if sid_alive:
+                cmd = self.subs.unsubscribe(sub, lambda: next(self._ids))
+                if cmd is not None:
+                    self._enqueue(*cmd)
+            elif sub.sid is not None:
+                self.subs.ended(sub.sid)
+            dropped = True
+        if dropped:
+            # data sent until the new subscription never reaches us: an outage of this socket,
+            # closed by on_subscribed (and only by the evidence) once it is healthy again
+            await self._outage_begins(why)
+        self._refresh_health()
         self._sync_needed.set()
+
+    async def resubscribe_markets(self, why: str, tickers: Sequence[str]) -> None:
+        """Resubscribe the subscriptions that carry ``tickers`` (fresh snapshots of all their
+        markets); a subscription still being subscribed is left alone (its answer brings them)."""
+        sids = {s.sid for t in tickers if (s := self.subs.owner(t)) is not None and s.sid is not None}
+        for sid in sorted(sids):
+            await self.resubscribe(why, sid=sid)
+
+    def subscribe_overdue(self, now: float, timeout_s: float) -> bool:
+        """True (once) when a subscribe sent on this socket has had no answer for ``timeout_s``:
+        without a timeout the subscription would wait for it forever."""
+        for sub in self.subs.subs:
+            sent = self._subscribe_sent.get(sub.pending) if sub.pending is not None else None
+            if sent is not None and now - sent > timeout_s:
+                self._subscribe_sent.clear()
+                return True
+        return False
 
     # ---- connection loop -------------------------------------------------------------------
     async def _run(self, initial_delay: float) -> None:
         await asyncio.sleep(initial_delay)
         while not self._stopping:
             await self._mgr.gate.wait()
+            rejected = False
             try:
                 await self._session()
             except asyncio.CancelledError:
@@ -242,6 +282,7 @@ class WsConnection:
             except (websockets.ConnectionClosed, OSError, TimeoutError,
                     websockets.InvalidHandshake, websockets.InvalidURI) as exc:
                 kind = _error_kind(exc)
+                rejected = kind == "handshake_429"
                 self.last_error = f"{kind}: {exc}"[:200]
                 self._m.ws_client_errors_total.labels(type=kind).inc()
                 self._mgr.rl.log(logging.WARNING, f"ws_err:{self.conn_id}:{kind}",
@@ -256,6 +297,12 @@ class WsConnection:
                 await self._on_down()
             if self._stopping:
                 break
+            self._handshake_429s = self._handshake_429s + 1 if rejected else 0
+            # Kalshi refuses sockets beyond its per-key limit with a handshake 429: after a few
+            # in a row this orderbook socket gives its markets to the others and waits.
+            if rejected and self._handshake_429s >= self._mgr.cfg.park_after_429s \
+                    and self._mgr.park(self):
+                return
             delay = self._backoff.next()
             if self._mgr.auth_failing:  # a rejected key: do not hammer the exchange with it
                 delay = max(delay, 2 * self._mgr.cfg.reconnect_max_s)
@@ -279,9 +326,12 @@ class WsConnection:
                 raise AuthRejected(mgr.kalshi.api_key_id, f"HTTP {status} at WebSocket upgrade") from None
             raise
         mgr.auth_failing = False
+        self._handshake_429s = 0
         self.ws = ws
-        self.sub = _Sub(CHANNEL[self.role], firehose=self.role != "orderbook")
+        self.subs.reset()
         self._cmds.clear()
+        self._subscribe_sent.clear()
+        self._outbox = asyncio.Queue()
         mgr.router.attach(self.conn_id, self.role)
         reconnect = self.ever_connected
         self._set_open(True)
@@ -293,7 +343,8 @@ class WsConnection:
                                                           "reconnect": reconnect})
         self._sync_needed.set()
         helpers = [asyncio.create_task(self._keepalive(ws), name=f"ka-{self.conn_id}"),
-                   asyncio.create_task(self._sync_loop(), name=f"sync-{self.conn_id}")]
+                   asyncio.create_task(self._sync_loop(), name=f"sync-{self.conn_id}"),
+                   asyncio.create_task(self._sender(ws), name=f"send-{self.conn_id}")]
         try:
             await self._read(ws)
         finally:
@@ -328,6 +379,8 @@ class WsConnection:
                 self._in_route = False
             if replies:
                 await self._on_replies(replies)
+            else:
+                self._n_data += 1
         # iteration ends on a clean close: raise so the caller logs and reconnects
         raise websockets.ConnectionClosedOK(ws.protocol.close_rcvd, ws.protocol.close_sent)
 
@@ -366,108 +419,131 @@ class WsConnection:
         if self._n_msgs:
             self._msgs.inc(self._n_msgs)
             self._bytes.inc(self._n_bytes)
-            self._m.ws_client_last_message_timestamp.labels(role=self.role).set(time.time())
+            # Only the feed itself: the "subscribed"/"ok" replies to the silent-role resubscribe
+            # must not make a stalled channel look alive (DataStale reads this gauge).
+            if self._n_data:
+                self._m.ws_client_last_message_timestamp.labels(role=self.role).set(time.time())
             self._n_msgs = 0
             self._n_bytes = 0
+            self._n_data = 0
+
 
     async def _sync_loop(self) -> None:
         while True:
             await self._sync_needed.wait()
             self._sync_needed.clear()
-            await self._sync()
+            self._sync()
 
-    async def _sync(self) -> None:
-        """Bring the exchange's view of this subscription in line with what we want."""
-        sub = self.sub
-        if self.ws is None or sub.pending_id is not None:
+    def _sync(self) -> None:
+        """Bring the exchange's view of our subscriptions in line with what we want: plan the
+        commands (``_subscriptions``) and queue them for the paced sender."""
+        if self.ws is None:
             return
-        if sub.sid is None:
-            params: dict[str, Any] = {"channels": [sub.channel]}
-            if not sub.firehose:
-                want = sorted(self.desired)
-                if not want:
-                    return  # an orderbook subscription needs markets (error 14 otherwise)
-                params["market_tickers"] = want
-                sub.sent = set(want)
-            sub.pending_since = time.monotonic()
-            sub.pending_id = await self._send("subscribe", params, ("subscribe", ()))
-            return
-        if sub.firehose:
-            return
-        remove = sorted(sub.sent - self.desired)
-        add = sorted(self.desired - sub.sent)
-        # Unsubscribe before subscribe, so a moved market has one owner at a time (hardening 6).
-        for i in range(0, len(remove), CMD_CHUNK):
-            chunk = remove[i:i + CMD_CHUNK]
-            sub.sent.difference_update(chunk)
-            await self._send("update_subscription", {"sid": sub.sid, "action": "delete_markets",
-                                                     "market_tickers": chunk}, ("delete", tuple(chunk)))
-        for i in range(0, len(add), CMD_CHUNK):
-            chunk = add[i:i + CMD_CHUNK]
-            sub.sent.update(chunk)
-            await self._send("update_subscription", {"sid": sub.sid, "action": "add_markets",
-                                                     "market_tickers": chunk}, ("add", tuple(chunk)))
-        if not sub.sent and sub.sid is not None and not self.desired:
-            pass  # an empty subscription is harmless; keep the sid for the next market
+        if self.role == "orderbook":
+            self.subs.assign(self.desired)
+        for i, cmd in self.subs.plan(lambda: next(self._ids)):
+            self._enqueue(i, cmd)
+        if self._refresh_health():  # e.g. an orderbook socket with no markets to subscribe
+            self._spawn(self._mgr.on_subscribed(self), "on-subscribed")
         self._mgr.update_gauges()
 
-    async def _send(self, cmd: str, params: dict[str, Any], what: tuple[str, tuple[str, ...]]) -> int:
-        ws = self.ws
-        if ws is None:
-            raise websockets.ConnectionClosedError(None, None)
-        i = next(self._ids)
-        self._cmds[i] = what
+    def _enqueue(self, i: int, cmd: Command) -> None:
+        self._cmds[i] = cmd
         if len(self._cmds) > 10_000:  # replies that never came: forget the oldest
             for k in list(self._cmds)[:5_000]:
                 del self._cmds[k]
-        await ws.send(orjson.dumps({"id": i, "cmd": cmd, "params": params}).decode())
-        return i
+        self._outbox.put_nowait((i, cmd))
+
+    async def _sender(self, ws: ClientConnection) -> None:
+        """Sends queued commands in order, paced under the command rate (Kalshi's error 27 says
+        it is limited; the rate is learnt pool-wide, ``ConnectionManager.cmd_rate``)."""
+        while True:
+            i, cmd = await self._outbox.get()
+            now = time.monotonic()
+            if self._next_send > now:
+                await asyncio.sleep(self._next_send - now)
+                now = time.monotonic()
+            self._next_send = max(now, self._next_send) + 1.0 / self._mgr.cmd_rate.per_s
+            if cmd.kind == "subscribe":
+                self._subscribe_sent[i] = now
+            await ws.send(orjson.dumps({"id": i, "cmd": _CMD_NAMES[cmd.kind],
+                                        "params": cmd.params}).decode())
 
     async def _on_replies(self, replies: Sequence[ControlEvent]) -> None:
         for ev in replies:
             if isinstance(ev, Subscribed):
-                what = self._cmds.pop(ev.id, None) if ev.id is not None else None
-                mine = (ev.id is not None and ev.id == self.sub.pending_id) or what is not None
-                if mine or (ev.id is None and self.sub.pending_id is not None):
-                    self.sub.pending_id = None
-                    self.sub.sid = ev.sid
-                    self.sub.subscribed_at = time.monotonic()
-                    self._backoff.reset()
-                    was = self.healthy
-                    self.healthy = True
-                    self._connected_gauge.set(1)
-                    log.info("subscribed to %s channel", ev.channel or self.sub.channel,
-                             extra={"conn_id": self.conn_id, "sid": ev.sid,
-                                    "markets": len(self.sub.sent)})
-                    if not was:
-                        await self._mgr.on_subscribed(self)
-                    self._sync_needed.set()
-                    self._mgr.update_gauges()
+                if ev.id is not None:
+                    self._cmds.pop(ev.id, None)
+                    self._subscribe_sent.pop(ev.id, None)
+                if ev.sid is None:
+                    continue
+                sub = self.subs.subscribed(ev.id, ev.sid, time.monotonic())
+                if sub is None:
+                    continue
+                self._backoff.reset()
+                log.info("subscribed to %s channel", ev.channel or sub.channel,
+                         extra={"conn_id": self.conn_id, "sid": ev.sid, "markets": len(sub.sent)})
+                self._sync_needed.set()
+                await self._refresh_health_async()
             elif isinstance(ev, ErrorFrame):
                 await self._on_error(ev)
-            elif isinstance(ev, Unsubscribed | Ok) and ev.id is not None:
-                self._cmds.pop(ev.id, None)
+            elif isinstance(ev, Unsubscribed | Ok):
+                cmd = self._cmds.pop(ev.id, None) if ev.id is not None else None
+                if isinstance(ev, Ok) and cmd is not None and cmd.kind == "add":
+                    sub = self.subs.get(cmd.sub_key)
+                    if sub is not None:
+                        self.subs.limit.ok(len(sub.sent))
 
     async def _on_error(self, ev: ErrorFrame) -> None:
         code = ev.code
-        what = self._cmds.pop(ev.id, None) if ev.id is not None else None
+        cmd = self._cmds.pop(ev.id, None) if ev.id is not None else None
+        if ev.id is not None:
+            self._subscribe_sent.pop(ev.id, None)
         self._m.conn_manager_subscribe_errors_total.labels(
-            channel=self.sub.channel, error_code=str(code)).inc()
+            channel=self.subs.channel, error_code=str(code)).inc()
         self._mgr.rl.log(logging.WARNING, f"err:{self.conn_id}:{code}", "error frame %s (%s) on %s",
                          code, ev.msg, self.conn_id, conn_id=self.conn_id, sid=ev.sid,
-                         command=what[0] if what else None)
-        if code in TERMINAL and (ev.sid is None or ev.sid == self.sub.sid):
+                         command=cmd.kind if cmd else None)
+        if code in TERMINAL and ev.sid is not None and self.subs.by_sid(ev.sid) is not None:
             # Slow consumer / channel error: the subscription is dead; start a new one.
-            await self.resubscribe(f"terminal error {code}", sid_alive=False)
-        elif what is not None and what[0] == "subscribe":
-            self.sub.pending_id = None
-            self.sub.sent = set()
-            await asyncio.sleep(min(5.0, self._mgr.cfg.reconnect_min_s * 4))
+            log.warning("resubscribing %s channel (terminal error %s)", self.subs.channel, code,
+                        extra={"conn_id": self.conn_id, "sid": ev.sid})
+            self.subs.ended(ev.sid)
+            await self._outage_begins(f"terminal error {code}")  # what it sent since is lost
+            self._refresh_health()
             self._sync_needed.set()
-        elif what is not None and what[0] in ("add", "delete") and self.sub.sid is not None:
-            # The exchange's view of our market list is unknown now: start from a known state.
-            await self.resubscribe(f"update failed with error {code}")
-        # errors answering unsubscribe / get_snapshot of an old sid need nothing more
+            return
+        if cmd is None:
+            return  # errors answering an old sid's command need nothing more
+        out = self.subs.failed(cmd, code, ev.market_tickers)
+        if out.quarantine:
+            self.desired.difference_update(t for t, _ in out.quarantine)
+            self._mgr.quarantine(self, out.quarantine)
+        delay = 0.0
+        if out.slow_down:
+            rate = self._mgr.slow_commands()
+            delay = 1.0 / rate
+        if out.resend is not None:
+            self._enqueue(next(self._ids), out.resend)
+        if out.back_off:
+            delay = max(delay, min(5.0, self._mgr.cfg.reconnect_min_s * 4))
+        if delay:
+            self._sync_later(delay)
+        else:
+            self._sync_needed.set()
+        self._refresh_health()
+
+    def _sync_later(self, delay: float) -> None:
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            self._sync_needed.set()
+
+        self._spawn(later(), "sync-later")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> None:
+        t = asyncio.create_task(coro, name=f"{what}-{self.conn_id}")
+        self._later.add(t)
+        t.add_done_callback(self._later.discard)
 
     def _set_open(self, is_open: bool) -> None:
         if self.open == is_open:
@@ -478,12 +554,29 @@ class WsConnection:
             self._connected_gauge.set(0)
         self._mgr.update_gauges()
 
+    def _refresh_health(self) -> bool:
+        """healthy = open and every subscription we want is subscribed; returns True when it
+        just became healthy."""
+        now = self.open and self.ws is not None and self.subs.ready
+        became = now and not self.healthy
+        if now != self.healthy:
+            self.healthy = now
+            self._connected_gauge.set(1 if now else 0)
+            self._mgr.update_gauges()
+        return became
+
+    async def _refresh_health_async(self) -> None:
+        if self._refresh_health():
+            await self._mgr.on_subscribed(self)
+
     async def _on_down(self) -> None:
         was_open = self.open
         self.flush_counters()
         self._set_open(False)
         self._mgr.router.detach(self.conn_id)
-        self.sub = _Sub(CHANNEL[self.role], firehose=self.role != "orderbook")
+        self.subs.reset()
+        self._cmds.clear()
+        self._subscribe_sent.clear()
         if was_open and not self._stopping:
             await self._outage_begins("socket lost")
         self._mgr.update_gauges()
@@ -497,6 +590,10 @@ class WsConnection:
         self._ws_down_event = await self._mgr.coverage.open(
             "ws_down", "connection", self.down_since_us,
             detail={"conn_id": self.conn_id, "role": self.role, "cause": cause})
+
+
+_CMD_NAMES = {"subscribe": "subscribe", "unsubscribe": "unsubscribe", "add": "update_subscription",
+              "delete": "update_subscription", "snapshot": "update_subscription"}
 
 
 class ConnectionManager:
@@ -530,6 +627,11 @@ class ConnectionManager:
         self.gate = ConnectGate(cfg.stagger_s)
         self.rl = RateLimitedLog(log, 30.0)
         self.auth_failing = False
+        # Kalshi's unpublished WebSocket limits, learnt pool-wide from its answers (one key)
+        self.sub_limit = LearnedLimit(min(cfg.markets_per_subscription, cfg.markets_per_connection))
+        self.cmd_rate = LearnedRate(cfg.commands_per_s)
+        self.quarantined = Quarantine(cfg.quarantine_retry_s, time.monotonic)
+        self._capped: set[WsConnection] = set()  # never started: over connections.max_per_key
         self.conns: list[WsConnection] = []
         counts = {"ticker": cfg.ticker, "trade": cfg.trade, "lifecycle": cfg.lifecycle,
                   "orderbook": cfg.orderbook}
@@ -538,6 +640,20 @@ class ConnectionManager:
                 self.conns.append(WsConnection(f"{role}-{k + 1}", role, self, len(self.conns)))
         self.orderbook = [c for c in self.conns if c.role == "orderbook"]
         self.planner = ShardPlanner(len(self.orderbook), cfg.markets_per_connection)
+        # Never open more sockets than the key may: the last orderbook sockets stay closed.
+        over = len(self.conns) - cfg.max_per_key
+        for c in reversed(self.orderbook):
+            if over <= 0 or len(self._capped) + 1 >= len(self.orderbook):
+                break
+            self._capped.add(c)
+            c.parked = True
+            self.planner.retire(self.orderbook.index(c))
+            over -= 1
+        if self._capped:
+            log.warning("connections.max_per_key %d: %d orderbook sockets not opened; their share "
+                        "of markets goes to the other %d", cfg.max_per_key, len(self._capped),
+                        len(self.orderbook) - len(self._capped))
+        self._unpark: dict[WsConnection, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._role_quiet_since: dict[str, float] = {}
         #: set once a trade subscription is live: a REST backfill ending after this point
@@ -552,19 +668,100 @@ class ConnectionManager:
         """Assign the registry's open markets, then open every socket, staggered."""
         self._assign(self.registry.take_open_set())
         for c in self.conns:
-            c.start(c.index * self.cfg.stagger_s)
+            if c not in self._capped:
+                c.start(c.index * self.cfg.stagger_s)
         self._tasks = [
             asyncio.create_task(self._changes_loop(), name="conn-changes"),
             asyncio.create_task(self._watchdog_loop(), name="conn-watchdog"),
         ]
 
     async def stop(self) -> None:
+        for h in self._unpark.values():
+            h.cancel()
+        self._unpark.clear()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         await asyncio.gather(*(c.stop() for c in self.conns), return_exceptions=True)
+        self.update_gauges()
+
+    def subscription_set(self, role: str) -> SubscriptionSet:
+        """The subscriptions of one socket of ``role``, sharing the pool's learnt limit."""
+        extra: dict[str, Any] = {}
+        if role == "orderbook" and self.cfg.use_yes_price is not None:
+            # sent explicitly while Kalshi accepts it: its default is to flip to true (NO side
+            # on the YES scale) before the parameter disappears (kalshi-protocol.md §4.2)
+            extra["use_yes_price"] = self.cfg.use_yes_price
+        return SubscriptionSet(CHANNEL[role], role != "orderbook", self.sub_limit, extra)
+
+    # ---- Kalshi's limits -------------------------------------------------------------------
+    def slow_commands(self) -> float:
+        """Error 27: every socket of this key sends commands at half the rate from now on."""
+        rate = self.cmd_rate.slow_down(time.monotonic())
+        self.rl.log(logging.WARNING, "cmd_rate", "Kalshi says too many commands (error 27); "
+                    "pacing commands at %.2f/s per socket", rate)
+        self.update_gauges()
+        return rate
+
+    def park(self, conn: WsConnection) -> bool:
+        """Handshake 429s: Kalshi will not take another socket on this key. An orderbook socket
+        gives its markets to the others (which may hold more, in more subscriptions) and tries
+        again after ``park_retry_s``. Firehose sockets, and the last orderbook one, never park."""
+        if conn.role != "orderbook" or conn.parked:
+            return False
+        i = self.orderbook.index(conn)
+        changed = self.planner.retire(i)
+        if not changed:
+            return False
+        conn.parked = True
+        for j in changed:
+            self.orderbook[j].desired = set(self.planner.shards[j])
+            self.orderbook[j].request_sync()
+        open_now = sum(1 for c in self.conns if c.open)
+        log.warning("Kalshi refused socket %s with HTTP 429 %d times in a row (%d sockets open on "
+                    "this key): parked, its markets moved to the other orderbook sockets; retry in "
+                    "%.0f s", conn.conn_id, self.cfg.park_after_429s, open_now,
+                    self.cfg.park_retry_s, extra={"conn_id": conn.conn_id})
+        loop = asyncio.get_running_loop()
+        self._unpark[conn] = loop.call_later(self.cfg.park_retry_s, self._unpark_conn, conn)
+        self.update_gauges()
+        return True
+
+    def _unpark_conn(self, conn: WsConnection) -> None:
+        self._unpark.pop(conn, None)
+        conn.parked = False
+        self.planner.restore(self.orderbook.index(conn))  # the periodic rebalance fills it
+        conn.start(0.0)
+        self.update_gauges()
+
+    def quarantine(self, conn: WsConnection, refused: Sequence[tuple[str, str]]) -> None:
+        """Markets the exchange refused: out of the shards until their lifecycle changes (or
+        ``quarantine_retry_s``); the rest of their group subscribes without them."""
+        touched: set[int] = set()
+        for ticker, reason in refused:
+            if self.quarantined.add(ticker, reason):
+                self.metrics.conn_manager_quarantine_total.labels(reason=reason).inc()
+                self.rl.log(logging.WARNING, f"quarantine:{ticker}", "Kalshi refuses to subscribe "
+                            "%s (%s); quarantined until its lifecycle changes or %.0f s pass "
+                            "(its REST snapshots continue)", ticker, reason,
+                            self.cfg.quarantine_retry_s, conn_id=conn.conn_id, ticker=ticker)
+            i = self.planner.remove(ticker)
+            if i is not None:
+                touched.add(i)
+        for i in touched:
+            self.orderbook[i].desired = set(self.planner.shards[i])
+        self.update_gauges()
+
+    def on_lifecycle(self, ticker: str) -> None:
+        """A lifecycle frame for ``ticker``: a quarantined market gets another chance."""
+        if self.quarantined.release(ticker):
+            self._readmit(ticker)
+
+    def _readmit(self, ticker: str) -> None:
+        if self.registry.is_open(ticker):
+            self.apply_change(MarketChange(ticker, True))
         self.update_gauges()
 
     # ---- shard assignment ------------------------------------------------------------------
@@ -585,12 +782,15 @@ class ConnectionManager:
     def apply_change(self, ch: MarketChange) -> None:
         touched: set[int] = set()
         if ch.opened:
+            if ch.ticker in self.quarantined:
+                return
             i = self.planner.add(ch.ticker)
             if i is not None:
                 touched.add(i)
             else:
                 self._log_overflow()
         else:
+            self.quarantined.release(ch.ticker)  # closed: nothing left to retry
             i = self.planner.remove(ch.ticker)
             if i is not None:
                 touched.add(i)
@@ -631,26 +831,25 @@ class ConnectionManager:
             now = time.monotonic()
             for c in self.conns:
                 c.flush_counters()
-                sub = c.sub
-                if (c.ws is not None and sub.pending_id is not None
-                        and now - sub.pending_since > self.cfg.subscribe_timeout_s):
+                if c.ws is not None and c.subscribe_overdue(now, self.cfg.subscribe_timeout_s):
                     # never answered: without this the socket would wait for it forever
                     self.metrics.ws_client_errors_total.labels(type="subscribe_timeout").inc()
-                    sub.pending_id = None
                     c.abort(f"subscribe not answered within {self.cfg.subscribe_timeout_s:.0f} s")
             if now - last_rebalance > 30.0:
                 last_rebalance = now
                 self.rebalance()
+            for ticker in self.quarantined.due():  # a refusal that may have been transient
+                self._readmit(ticker)
             if self.registry.exchange_active is False:
                 continue
             for role in ROLES:
                 conns = [c for c in self.conns if c.role == role and c.healthy]
                 if not conns:
                     continue
-                if role == "orderbook" and not any(c.sub.sent for c in conns):
+                if role == "orderbook" and not any(c.subscribed_markets() for c in conns):
                     continue
                 last = max(max(c.last_rx_mono for c in conns),
-                           max(c.sub.subscribed_at for c in conns))
+                           max(s.subscribed_at for c in conns for s in c.subs.subs))
                 if now - last > self.cfg.silent_role_s:
                     self.metrics.ws_client_errors_total.labels(type="silent").inc()
                     self.rl.log(logging.WARNING, f"silent:{role}", "no %s message for %.0f s while "
@@ -705,12 +904,21 @@ class ConnectionManager:
         for role in ROLES:
             m.conn_manager_connections_healthy.labels(role=role).set(
                 sum(1 for c in self.conns if c.role == role and c.healthy))
-        m.conn_manager_subscriptions_total.set(sum(1 for c in self.conns if c.sub.sid is not None))
+        m.conn_manager_subscriptions_total.set(sum(len(c.subs.sids()) for c in self.conns))
         m.conn_manager_markets_total.set(len(self.planner.owner))
         m.gatherer_markets_active.set(self.subscribed_markets())
+        m.conn_manager_markets_per_subscription.set(self.sub_limit.value)
+        m.conn_manager_commands_per_second.set(self.cmd_rate.per_s)
+        m.conn_manager_parked_connections.set(sum(1 for c in self.orderbook if c.parked))
+        m.conn_manager_quarantined_markets.set(len(self.quarantined))
 
     def subscribed_markets(self) -> int:
         return sum(c.subscribed_markets() for c in self.orderbook)
+
+    def planned_count(self) -> int:
+        """Sockets we mean to run: all configured but those over ``connections.max_per_key``
+        (a socket parked after handshake 429s still counts: it is missing)."""
+        return len(self.conns) - len(self._capped)
 
     def healthy_count(self) -> int:
         return sum(1 for c in self.conns if c.healthy)

@@ -102,6 +102,8 @@ class GathererHealth:
         # websocket
         total = (cfg.connections.ticker + cfg.connections.trade + cfg.connections.lifecycle
                  + cfg.connections.orderbook)
+        if self.conns is not None:  # minus sockets never opened by choice (max_per_key)
+            total = self.conns.planned_count()
         healthy = self.conns.healthy_count() if self.conns else 0
         ws_status = "unhealthy" if healthy == 0 and total > 0 else ("healthy" if healthy >= total else "degraded")
         if self.conns is not None and self.conns.auth_failing and ws_status == "healthy":

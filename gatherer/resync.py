@@ -248,7 +248,8 @@ class ResyncMachine:
                          len(ps), ps[0].ticker, conn_id, conn_id=conn_id)
             if conn is not None:
                 with contextlib.suppress(websockets.ConnectionClosed, OSError):
-                    await conn.resubscribe(f"resync: no snapshot after get_snapshot ({ps[0].reason})")
+                    await conn.resubscribe_markets(
+                        f"resync: no snapshot after get_snapshot ({ps[0].reason})", [p.ticker for p in ps])
             for p in ps:
                 p.step, p.step_at = "resubscribe", self._clock()
                 p.steps.append("resubscribe")

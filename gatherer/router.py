@@ -14,6 +14,7 @@ Public API (the connection layer calls these; everything else is private)::
     await router.adopt_snapshot(row)             # resync machine: a REST snapshot as the book
     router.on_snapshot = fn(ticker, rx_us)       # hook: a fresh snapshot went to the writer
     router.flush_metrics()                       # push batched counters (also done every ~1 s)
+    router.expire_holds(); await router.drain()  # every ~1 s and at stop (held snapshots, below)
 
 ``writers`` maps table name -> anything with ``async put(row)`` (``gatherer.writer.Writer``):
 ``trades``, ``orderbook_deltas``, ``orderbook_snapshots``, ``tickers``. ``put`` is the
@@ -41,7 +42,23 @@ until the resync snapshot replaces the book. ``occurrence`` numbers identical
 (ticker, exchange_ts, side, price, delta) in arrival order among stored deltas; only the current
 exchange_ts of each market is tracked, so an identical delta that comes back after a newer
 exchange_ts would be numbered 0 again (exchange timestamps do not go backwards within a market's
-stream). Stored snapshots carry the exchange_ts/occurrence of the last delta stored before them.
+stream).
+
+Total order and snapshot places (issue 19; migrations/gatherer/004_book_order.sql):
+
+- ``ts_rank`` numbers ALL of a market's stored deltas within one exchange_ts in arrival order,
+  which is the exchange's order on every subscription, so every gatherer that saw the whole
+  millisecond gives the same ranks. It is None when this gatherer cannot vouch for that: the
+  millisecond of the first delta after a break (a fresh subscription snapshot, a seq gap, a
+  rejected frame), since deltas of that millisecond may have come before the break.
+- A snapshot's place in the stream is one boundary delta. When a delta of the market has been
+  stored since the last break, the snapshot includes exactly the deltas up to it (``cut_kind
+  'last'``), and it is written at once. Otherwise (a fresh subscription, or nothing since a
+  gap) it is HELD until the market's next delta, which is the first one it does not include
+  (``'next'``); if a prompt frame arrives HOLD_US after it with no delta of the market, it is
+  written as ``'quiet'``; after MAX_HOLD_S, or when the subscription ends or breaks first, it is
+  written with cut_kind None (place unknown). Held snapshots are never dropped: ``detach``,
+  ``expire_holds`` and ``drain`` write them.
 """
 
 from __future__ import annotations
@@ -49,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -62,6 +80,7 @@ from shared.kalshi.models import (
     Duplicate,
     ErrorFrame,
     Lifecycle,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -83,6 +102,18 @@ TERMINAL_ERROR_CODES = frozenset((10, 25))
 # int adds flushed every FLUSH_EVERY messages or FLUSH_INTERVAL_S cut that to ~0.05 µs/msg.
 FLUSH_EVERY = 1024
 FLUSH_INTERVAL_S = 1.0
+
+# A snapshot waits this long (receive clock) for the market's next delta before it is written as
+# 'quiet'. The production rebuild places a quiet snapshot at its own time only when no delta of
+# the market lies within 3 s of it (migrations/production/003_book_rebuild.sql), so a longer hold
+# only delays the row; 5 s catches the next delta of any market that trades every few seconds.
+HOLD_US = 5_000_000
+# Only a frame delivered at most this long after its exchange time ends a hold as 'quiet': a
+# frame read late (backpressure, a stalled socket) says nothing about what the exchange sent.
+PROMPT_US = 2_000_000
+# A held snapshot is written (place unknown) after this long on the monotonic clock whatever
+# happens, so production never waits long for a snapshot of a quiet market.
+MAX_HOLD_S = 30.0
 
 _ROUTED_TYPES = (
     "orderbook_delta",
@@ -134,8 +165,8 @@ class BackfillRequest:
 class _Market:
     """Per-market routing state."""
 
-    __slots__ = ("book", "checked_at", "dirty", "last_occ", "last_ts", "occ", "occ_ts", "owner",
-                 "pending", "sid")
+    __slots__ = ("anchored", "book", "checked_at", "dirty", "held", "last_key", "last_occ", "last_ts",
+                 "occ", "occ_ts", "owner", "pending", "rank_n", "rank_ok", "sid")
 
     def __init__(self) -> None:
         self.owner: _Conn | None = None
@@ -148,10 +179,17 @@ class _Market:
         self.last_ts: int | None = None
         self.last_occ: int | None = None
         self.checked_at: int | None = None  # rx of the last snapshot / matching REST comparison
+        # identity of the last stored delta; meaningful while ``anchored`` (a delta of this market
+        # was stored from its owner since the last break of the stream)
+        self.last_key: tuple[int, str, int, int, int] | None = None
+        self.anchored = False
+        self.rank_n = 0  # deltas stored so far at occ_ts
+        self.rank_ok = False  # whether rank_n counts from the start of occ_ts
+        self.held: list[SnapshotRow] = []  # snapshots waiting for their place in the stream
 
 
 class _Conn:
-    __slots__ = ("conn_id", "decoder", "dups", "gaps", "role", "sids")
+    __slots__ = ("busy", "conn_id", "decoder", "dups", "gaps", "holds", "role", "sids")
 
     def __init__(self, conn_id: str, role: str, decoder: Decoder, metrics: GathererMetrics) -> None:
         self.conn_id = conn_id
@@ -160,6 +198,10 @@ class _Conn:
         self.sids: dict[int, set[str]] = {}  # sid -> markets this sid owns
         self.gaps = metrics.conn_manager_sequence_gaps_total.labels(role=role)
         self.dups = metrics.router_duplicates_total.labels(role=role)
+        # (received_at_us, monotonic time, ticker, row) of snapshots held on this connection,
+        # oldest first; an entry whose row was written meanwhile is skipped
+        self.holds: deque[tuple[int, float, str, SnapshotRow]] = deque()
+        self.busy = False  # inside route(): a frame of this socket is being handled
 
 
 class Router:
@@ -191,6 +233,7 @@ class Router:
         self._clock = clock
         self._conns: dict[str, _Conn] = {}
         self._outbox: list[ResyncRequest] = []
+        self._snap_out: list[SnapshotRow] = []  # released snapshots the writer could not take yet
         self._markets: dict[str, _Market] = {}
         # pre-bound children: no label lookup on the per-message path
         self._routed = {
@@ -200,6 +243,7 @@ class Router:
             r: metrics.router_parse_errors_total.labels(reason=r) for r in REJECT_REASONS
         }
         self._n = dict.fromkeys(_ROUTED_TYPES, 0)
+        self._ts_missing = 0
         self._pending_n = 0
         self._last_flush = clock()
         #: called with (ticker, received_at_us) once a fresh snapshot went to the writer
@@ -235,12 +279,21 @@ class Router:
         Raises KeyError if ``conn_id`` was never attached.
         """
         conn = self._conns[conn_id]
+        conn.busy = True
+        try:
+            return await self._route(conn, raw, received_at_us)
+        finally:
+            conn.busy = False
+
+    async def _route(self, conn: _Conn, raw: bytes | str, received_at_us: int) -> Sequence[ControlEvent]:
         control: list[ControlEvent] | None = None
+        ex_ts: int | None = None  # exchange time of the frame's last delta (hold promptness)
         for ev in conn.decoder.feed(raw, received_at_us):
             cls = type(ev)
             if cls is DeltaRow:
                 # sync bookkeeping + offer(): no coroutine per delta unless a queue is full
                 row = self._delta_row(conn, ev)  # type: ignore[arg-type]
+                ex_ts = ev.exchange_ts  # type: ignore[union-attr]
                 if row is not None and not self._deltas.offer(row):
                     await self._deltas.put(row)
             elif cls is TradeRow:
@@ -260,6 +313,13 @@ class Router:
                 await self._on_gap(conn, ev)  # type: ignore[arg-type]
             elif cls is Duplicate:
                 conn.dups.inc()
+            elif cls is MissingTimestamp:
+                # Kalshi may omit ts/ts_ms (both optional): the delta that follows is stored
+                # with its receive time as exchange time, counted, and not resynced.
+                self._ts_missing += 1
+                self._rl.log(logging.WARNING, "ts_missing", "orderbook delta without ts/ts_ms; "
+                             "stored with its receive time", now=self._clock(),
+                             conn_id=conn.conn_id, ticker=ev.ticker)  # type: ignore[union-attr]
             elif cls is Rejected:
                 await self._on_rejected(conn, ev)  # type: ignore[arg-type]
             else:
@@ -270,6 +330,10 @@ class Router:
                 control.append(ev)  # type: ignore[arg-type]
         if self._outbox:
             await self._drain_outbox()
+        if conn.holds and ex_ts is not None and received_at_us - ex_ts <= PROMPT_US:
+            self._quiet(conn, received_at_us)
+        if self._snap_out:
+            await self.drain()
         self._pending_n += 1
         if self._pending_n >= FLUSH_EVERY or self._clock() - self._last_flush >= FLUSH_INTERVAL_S:
             self.flush_metrics()
@@ -305,13 +369,22 @@ class Router:
             m.occ_ts = ts
             if m.occ:
                 m.occ = {}
-        key = (row.side, row.price, row.delta)
+            m.rank_n = 0
+            m.rank_ok = m.anchored
+        side, price, delta = row.side, row.price, row.delta
+        key = (side, price, delta)
         n = m.occ.get(key, 0)
         m.occ[key] = n + 1
-        if n:
-            row = row._replace(occurrence=n)
+        rank = m.rank_n if m.rank_ok else None
+        m.rank_n += 1
+        row = _new(DeltaRow, (row.ticker, ts, side, price, delta, n, row.seq, row.sid,
+                              row.received_at, rank))
         m.last_ts = ts
         m.last_occ = n
+        m.last_key = (ts, side, price, delta, n)
+        m.anchored = True
+        if m.held:
+            self._release(m, list(m.held), "next")
         if not m.dirty and m.book is not None:
             if not m.book.apply_delta(row.side, row.price, row.delta, ts, n):
                 m.dirty = m.pending = True
@@ -345,6 +418,8 @@ class Router:
         # The table has no sid column; the decoder remembers the sid of the frame it just fed.
         snap_sid = conn.decoder.frame_sid
         if m.owner is not conn or m.sid != snap_sid:
+            # a new subscription: the stream before it is not this one's (hardening 6)
+            self._break(m)
             if m.owner is not None and m.sid is not None:
                 owned = m.owner.sids.get(m.sid)
                 if owned is not None:
@@ -359,36 +434,49 @@ class Router:
         m.checked_at = row.received_at
         row = row._replace(
             source="resync" if (was_resync or row.source == "resync") else row.source,
-            last_delta_ts=m.last_ts,
-            last_delta_occurrence=m.last_occ,
+            last_delta_ts=None,
+            last_delta_occurrence=None,
         )
         if m.book is None:
             m.book = Book.from_snapshot(row)
         else:
             m.book.apply_snapshot(row)
         self._n["orderbook_snapshot"] += 1
-        if not self._snapshots.offer(row):
-            await self._snapshots.put(row)
+        if m.anchored and m.last_key is not None:
+            # in-stream, with this market's stream intact since its last delta: the snapshot
+            # includes exactly the deltas up to that one
+            row = _with_cut(row, "last", m.last_key)
+            if not self._snapshots.offer(row):
+                await self._snapshots.put(row)
+            self._handed(row)
+        else:
+            # held until its place is known; on_snapshot fires when it reaches the writer
+            m.held.append(row)
+            conn.holds.append((row.received_at, self._clock(), ticker, row))
+
+    def _handed(self, row: SnapshotRow) -> None:
+        """``row`` is now in the snapshots writer: tell the resync machine (which waits for
+        the writer to commit it before calling the book recovered)."""
         if self.on_snapshot is not None:
-            self.on_snapshot(ticker, row.received_at)
+            self.on_snapshot(row.ticker, row.received_at)
 
     async def adopt_snapshot(self, row: SnapshotRow) -> bool:
         """Make a (REST) snapshot the book of its market, as the resync machine's last step, and
-        store it. False when no subscription owns the market (stored anyway: the evidence)."""
+        store it. False when no subscription owns the market (stored anyway: the evidence).
+        A REST snapshot has no place in the WebSocket stream, so it is stored with none."""
         m = self._markets.get(row.ticker)
         owned = m is not None and m.owner is not None
+        row = row._replace(last_delta_ts=None, last_delta_occurrence=None)
         if m is not None and m.owner is not None:
             m.dirty = m.pending = False
             m.checked_at = row.received_at
-            row = row._replace(last_delta_ts=m.last_ts, last_delta_occurrence=m.last_occ)
             if m.book is None:
                 m.book = Book.from_snapshot(row)
             else:
                 m.book.apply_snapshot(row)
         self._n["orderbook_snapshot"] += 1
         await self._snapshots.put(row)
-        if self.on_snapshot is not None:
-            self.on_snapshot(row.ticker, row.received_at)
+        self._handed(row)
         return owned
 
     async def _on_gap(self, conn: _Conn, gap: SeqGap) -> None:
@@ -410,6 +498,7 @@ class Router:
             if tickers:
                 for t in tickers:
                     self._mark_dirty(self._markets[t])
+                    self._break(self._markets[t])
                 await self._request(conn, gap.sid, tuple(sorted(tickers)), "seq_gap", force=True,
                                     since_us=gap.last_received_at)
         elif ft == "trade" or channel == "trade":
@@ -450,6 +539,7 @@ class Router:
                 targets = ()
             for t in targets:
                 self._mark_dirty(self._markets[t])
+                self._break(self._markets[t])
             if targets:
                 checked = [self._markets[t].checked_at for t in targets]
                 since = min((c for c in checked if c is not None), default=None)
@@ -486,6 +576,82 @@ class Router:
     def _mark_dirty(self, m: _Market) -> None:
         m.dirty = True
 
+    def _break(self, m: _Market) -> None:
+        """The market's stream is no longer known to be complete here: ranks of the current
+        millisecond and the next are unknown, and a held snapshot's next delta may be lost."""
+        m.anchored = False
+        m.rank_ok = False
+        if m.held:
+            self._release(m, list(m.held), None)
+
+    def _release(self, m: _Market, rows: list[SnapshotRow], kind: str | None) -> None:
+        """Write held snapshots ``rows`` of ``m`` with their place: 'next' (m's last stored
+        delta is the first after them), 'quiet', or None (unknown)."""
+        for row in rows:
+            m.held.remove(row)
+            if kind == "next":
+                assert m.last_key is not None
+                row = _with_cut(row, "next", m.last_key)
+            elif kind == "quiet":
+                row = row._replace(cut_kind="quiet")
+            if self._snapshots.offer(row):
+                self._handed(row)
+            else:
+                self._snap_out.append(row)
+
+    def _quiet(self, conn: _Conn, now_us: int) -> None:
+        """A prompt frame at ``now_us``: snapshots held HOLD_US or longer saw no delta since."""
+        holds = conn.holds
+        while holds and holds[0][0] + HOLD_US <= now_us:
+            _rx, _t, ticker, row = holds.popleft()
+            m = self._markets.get(ticker)
+            if m is not None and any(h is row for h in m.held):
+                self._release(m, [row], "quiet")
+
+    def expire_holds(self, now_us: int | None = None) -> None:
+        """Call about once a second, then ``drain``. With ``now_us`` (wall clock, the receive
+        clock's): on a socket that is idle (no frame being handled: everything it received has
+        been routed), snapshots held HOLD_US with no delta since are written as 'quiet'. Then
+        every snapshot held longer than MAX_HOLD_S is written with its place unknown."""
+        if now_us is not None:
+            for conn in self._conns.values():
+                if conn.holds and not conn.busy:
+                    self._quiet(conn, now_us)
+        limit = self._clock() - MAX_HOLD_S
+        for conn in self._conns.values():
+            holds = conn.holds
+            while holds and holds[0][1] <= limit:
+                _rx, _t, ticker, row = holds.popleft()
+                m = self._markets.get(ticker)
+                if m is not None and any(h is row for h in m.held):
+                    self._release(m, [row], None)
+
+    def release_all(self) -> None:
+        """Write every held snapshot now (place unknown): the gatherer is stopping."""
+        for m in self._markets.values():
+            if m.held:
+                self._release(m, list(m.held), None)
+        for conn in self._conns.values():
+            conn.holds.clear()
+
+    async def drain(self) -> None:
+        """Hand released snapshots the writer could not take at once to it (waits for room)."""
+        while self._snap_out:
+            out, self._snap_out = self._snap_out, []
+            for row in out:
+                await self._snapshots.put(row)
+                self._handed(row)
+
+    @property
+    def undrained_snapshots(self) -> int:
+        """Released snapshots not yet handed to the writer (``drain`` hands them over)."""
+        return len(self._snap_out)
+
+    @property
+    def held_snapshots(self) -> int:
+        """Snapshots waiting for their place in the stream (for /health and tests)."""
+        return sum(len(m.held) for m in self._markets.values())
+
     async def _request(
         self,
         conn: _Conn,
@@ -519,6 +685,7 @@ class Router:
         m.book = None
         m.dirty = False
         m.pending = False
+        self._break(m)
 
     def _release_sid(self, conn: _Conn, sid: int) -> None:
         for t in list(conn.sids.pop(sid, ())):
@@ -529,6 +696,7 @@ class Router:
                 m.book = None
                 m.dirty = False
                 m.pending = False
+                self._break(m)
 
     # -- queries for the poller / admin API ---------------------------------------------------
 
@@ -538,6 +706,11 @@ class Router:
         if m is None or m.book is None or m.dirty or m.owner is None:
             return None
         return m.book
+
+    def books_held(self) -> int:
+        """Markets with a clean reconstructed book (a snapshot applied, owned, not dirty)."""
+        return sum(1 for m in self._markets.values()
+                   if m.book is not None and m.owner is not None and not m.dirty)
 
     def compare(self, snapshot: SnapshotRow, depth: int | None = None) -> BookDiff | None:
         """Diff a (REST) snapshot against our book; None when we have no clean book to compare.
@@ -568,5 +741,21 @@ class Router:
             if c:
                 self._routed[t].inc(c)
                 n[t] = 0
+        if self._ts_missing:
+            self._m.router_delta_timestamps_missing_total.inc(self._ts_missing)
+            self._ts_missing = 0
         self._pending_n = 0
         self._last_flush = self._clock()
+
+
+_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
+
+
+def _with_cut(row: SnapshotRow, kind: str, key: tuple[int, str, int, int, int]) -> SnapshotRow:
+    ts, side, price, delta, occ = key
+    last = kind == "last"
+    return row._replace(
+        cut_kind=kind, cut_ts=ts, cut_side=side, cut_price=price, cut_delta=delta,
+        cut_occurrence=occ, last_delta_ts=ts if last else None,
+        last_delta_occurrence=occ if last else None,
+    )

@@ -33,6 +33,10 @@ Guarantees:
   batch the database refuses there (duplicate, CHECK, bad value) is rolled back, counted in
   ``writer_copy_fallbacks_total`` and written through staging as above. Retryable errors are
   retried on whichever route the batch is on.
+- Tables with an in-batch identity (``TableSpec.batch_key``: trades, by trade_id) drop a row
+  repeating an earlier row of the same batch before writing, counted in
+  ``writer_batch_duplicates_total``: the staging merge would have kept the first one too, and
+  a batch with the same trade twice (one per trade socket) stays on the fast path.
 
 The sink is swappable (``BatchSink``): ``PgSink`` for PostgreSQL, ``MemorySink``/``NullSink`` for
 tests and benchmarks, so COPY formatting can be timed apart from the database.
@@ -334,6 +338,7 @@ class Writer:
         self._m_errors = metrics.writer_errors_total
         self._m_rejected = metrics.writer_rejected_rows_total.labels(writer=w)
         self._m_fallback = metrics.writer_copy_fallbacks_total.labels(writer=w)
+        self._m_dups = metrics.writer_batch_duplicates_total.labels(writer=w)
         self._m_batch = metrics.writer_batch_size.labels(writer=w)
         self._m_flush = metrics.writer_flush_duration_seconds.labels(writer=w)
         self._m_queue = metrics.writer_queue_rows.labels(writer=w)
@@ -507,21 +512,35 @@ class Writer:
             else:
                 batch = buf[: self._batch]
                 del buf[: self._batch]
+            n = len(batch)
             self._m_queue.set(self._count)
             t0 = self._clock()
+            if self.spec.batch_key is not None:
+                batch = self._drop_repeats(batch, self.spec.batch_key)
             self._inflight = batch
             stored = await self._write(batch)
             self._inflight = []
             self._m_flush.observe(self._clock() - t0)
-            self._m_batch.observe(len(batch))
+            self._m_batch.observe(n)
             self._m_inserts.inc(stored)
-            self._count -= len(batch)
-            self._settled += len(batch)
+            self._count -= n  # the rows taken off the queue, in-batch repeats included
+            self._settled += n
             self._settled_evt.set()
             if self._spool is not None:
                 self._spool.release(self._settled)
             self._m_queue.set(self._count)
             self._space.set()
+
+    def _drop_repeats(self, rows: list[Row], key: Callable[[Row], Any]) -> list[Row]:
+        """``rows`` without those whose key an earlier row of the batch already has (first
+        arrival wins, as in the staging merge); counted in ``writer_batch_duplicates_total``."""
+        keys = list(map(key, rows))
+        if len(set(keys)) == len(keys):  # the common case, checked in C
+            return rows
+        seen: set[Any] = set()
+        out = [r for k, r in zip(keys, rows, strict=True) if not (k in seen or seen.add(k))]
+        self._m_dups.inc(len(rows) - len(out))
+        return out
 
     async def _write(self, rows: list[Row]) -> int:
         """Store ``rows`` no matter what: fast path first where there is one, then staging;

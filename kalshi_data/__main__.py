@@ -12,6 +12,7 @@ import sys
 from types import ModuleType
 
 from kalshi_data import (
+    book_cmd,
     config_check,
     demo,
     export_cmd,
@@ -19,11 +20,14 @@ from kalshi_data import (
     healthcheck,
     import_cmd,
     migrate,
+    probe_limits,
+    query_cmd,
+    trades_cmd,
     verify,
 )
 
 COMMANDS: tuple[ModuleType, ...] = (migrate, config_check, healthcheck, export_cmd, import_cmd, demo, verify,
-                                     gaps)
+                                     gaps, book_cmd, trades_cmd, query_cmd, probe_limits)
 
 
 def build_parser() -> argparse.ArgumentParser:

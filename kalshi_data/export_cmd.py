@@ -7,8 +7,8 @@ per table-day (``ok`` / ``differs`` / ``missing`` / ``snapshot``), and writes no
 
 Exit codes: 0 every table-day exported or already archived (``--verify``: every day matches);
 1 a failure (one line each on stderr; ``--verify``: a day differs or has no manifest); 2 bad
-flags or config; 75 (EX_TEMPFAIL) the deduplicator has not caught up past the day's end yet and
-nothing else failed — the systemd unit retries later.
+flags, config or secret; 75 (EX_TEMPFAIL) the deduplicator has not caught up past the day's end
+yet and nothing else failed — the systemd unit retries later.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import time
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from kalshi_data import progress
 
 if TYPE_CHECKING:  # the heavy modules (pyarrow, boto3) are imported when the command runs
     from prometheus_client import CollectorRegistry
@@ -41,10 +43,11 @@ PROG = "kalshi-data export"
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "export", help="export table-days from production to S3 Parquet",
-        description="Write s3://BUCKET/[PREFIX/]<table>/date=YYYY-MM-DD/part-<run>-NNNN.parquet "
+        description="Write s3://BUCKET/[PREFIX/]table=<table>/date=YYYY-MM-DD/part-<run>-NNNN.parquet "
                     "(zstd, sorted by ticker then time) and then _manifest.json. Re-running an "
                     "archived day does nothing; --force replaces it atomically.")
     add_common(p)
+    progress.add_flags(p)
     p.add_argument("--force", action="store_true", help="re-export days that are already archived")
     p.add_argument("--verify", action="store_true",
                    help="only compare each day's manifest with production's rows (exit 1 on a difference)")
@@ -85,13 +88,13 @@ def run(args: argparse.Namespace) -> int:
     from kalshi_data.archive.errors import NotCaughtUp, error_type
     from kalshi_data.archive.export import ExportOptions, export_day
     from kalshi_data.archive.sync import check_caught_up
-    from shared.errors import ConfigError, KalshiDataError
+    from shared.errors import ConfigError, KalshiDataError, SecretError
     from shared.logging import setup_logging
     from shared.metrics import ArchiveMetrics
 
     try:
         s = _cli.resolve(args)
-    except (_cli.UsageError, ConfigError) as exc:
+    except (_cli.UsageError, ConfigError, SecretError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     setup_logging(s.config.logging)
@@ -101,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if max_rows <= 0 or margin_s < 0:
         print(f"{PROG}: --max-rows-per-part must be > 0 and --sync-margin >= 0", file=sys.stderr)
         return 2
+    bar = progress.Progress("export", total=len(s.tables) * len(s.days), unit="table-days", rows=True,
+                            enabled=args.progress)
     options = ExportOptions(max_rows_per_part=max_rows, force=args.force,
-                            allow_empty=args.allow_empty, tmp_dir=s.tmp_dir)
+                            allow_empty=args.allow_empty, tmp_dir=s.tmp_dir, on_rows=bar.add_rows)
     registry = CollectorRegistry()
     metrics = ArchiveMetrics(registry)
     for spec in s.tables:  # every error series exists from the first run, so increase() sees 0 -> 1
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify:
         with conn:
             return _verify(conn, st, s.tables, s.days, database)
-    with conn:
+    with conn, bar:
         for spec in s.tables:
             for day in s.days:
                 started = time.monotonic()
@@ -143,8 +148,10 @@ def run(args: argparse.Namespace) -> int:
                     metrics.export_duration_seconds.labels(table=spec.name).observe(
                         time.monotonic() - started)
                     continue
+                finally:
+                    bar.advance(1)
                 metrics.export_duration_seconds.labels(table=spec.name).observe(result.seconds)
-                if result.status != "unchanged":
+                if result.status in ("exported", "re-exported"):
                     metrics.export_rows_total.labels(table=spec.name).inc(result.rows)
                     metrics.export_bytes_total.labels(table=spec.name).inc(result.bytes)
                 print(_describe(result))
@@ -194,6 +201,10 @@ def _day_end_us(day: date) -> int:
 
 
 def _describe(r: ExportResult) -> str:
+    if r.status == "legacy":
+        return (f"unchanged {r.table} {r.day}: archived in the layout before table=/date= "
+                f"({r.rows:,} rows in {r.parts} part(s)) at {r.url}; move it as docs/runbook.md "
+                "says, or --force re-exports into the new layout")
     if r.status == "unchanged":
         return (f"unchanged {r.table} {r.day}: already archived ({r.rows:,} rows in {r.parts} "
                 f"part(s)) at {r.url}; --force re-exports")
@@ -211,21 +222,23 @@ def _set_lag(metrics: ArchiveMetrics, st: S3Store, spec: TableSpec, now_s: float
     import logging
 
     from kalshi_data.archive.days import DAY_US, day_range_us
+    from kalshi_data.archive.export import table_prefix
     from kalshi_data.archive.manifest import MANIFEST_NAME
     from shared.errors import KalshiDataError
 
     try:
-        days = sorted((d.rstrip("/").rsplit("date=", 1)[-1]
-                       for d in st.list_dirs(st.location.key(spec.name) + "/")), reverse=True)
         newest: date | None = None
-        for text in days[:_LAG_LOOKBACK]:
-            try:
-                d = date.fromisoformat(text)
-            except ValueError:
-                continue
-            if st.head(st.location.key(spec.name, f"date={text}", MANIFEST_NAME)) is not None:
-                newest = d
-                break
+        # the Hive layout, then the one before it (kept readable until moved)
+        for base in (table_prefix(st, spec), st.location.key(spec.name) + "/"):
+            days = sorted((d.rstrip("/").rsplit("date=", 1)[-1] for d in st.list_dirs(base)), reverse=True)
+            for text in days[:_LAG_LOOKBACK]:
+                try:
+                    d = date.fromisoformat(text)
+                except ValueError:
+                    continue
+                if st.head(f"{base}date={text}/{MANIFEST_NAME}") is not None:
+                    newest = d if newest is None else max(newest, d)
+                    break
     except KalshiDataError as exc:
         logging.getLogger("kalshi_data.archive.export").warning("cannot compute export lag: %s", exc)
         return

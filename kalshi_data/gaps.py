@@ -22,8 +22,8 @@ from typing import Any
 
 import psycopg
 
+from kalshi_data._cli import add_db_flags, dsn_from_args
 from kalshi_data.fleet.errors import FleetError
-from kalshi_data.fleet.info import load_fleet_file
 from kalshi_data.verify import US, fmt_us, now_us, parse_time
 
 MINUTE = 60 * US
@@ -36,9 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--ticker", required=True, help="market ticker")
     p.add_argument("--since", default="1h", help="window start: now, 30m, 1h, 2d, ISO-8601 or epoch (default 1h)")
     p.add_argument("--until", default="now", help="window end (default now)")
-    p.add_argument("--dsn", help="database to read (production by default; any role that may SELECT)")
-    p.add_argument("--fleet", metavar="FLEET_JSON", help="take the DSN from a demo's fleet.json")
-    p.add_argument("--database", default="production", help="with --fleet: production or gatherer-N")
+    add_db_flags(p)
     p.set_defaults(run=run)
 
 
@@ -65,24 +63,13 @@ def coverage_history(conn: psycopg.Connection[Any], ticker: str, since: int, unt
         {"t": ticker, "lo": since, "hi": until}).fetchall()
 
 
-def _dsn(args: argparse.Namespace) -> str:
-    if args.dsn:
-        return str(args.dsn)
-    if args.fleet:
-        dbs = load_fleet_file(args.fleet)["databases"]
-        if args.database not in dbs:
-            raise FleetError(f"--database {args.database}", f"not in fleet.json; one of {', '.join(dbs)}")
-        return str(dbs[args.database]["dsn"])
-    raise FleetError("gaps", "give --dsn DSN or --fleet FLEET_JSON")
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         now = now_us()
         since, until = parse_time(args.since, now), parse_time(args.until, now)
         if since >= until:
             raise ValueError(f"--since {args.since} is not before --until {args.until}")
-        dsn = _dsn(args)
+        dsn = dsn_from_args(args, "gaps")
         with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
             minutes = minute_counts(conn, args.ticker, since, until)
             history = coverage_history(conn, args.ticker, since, until)

@@ -25,10 +25,11 @@ Checks, each over the window ``[--since, --until)`` (µs on the exchange clock):
   an unrecovered coverage window, or in a window where EVERY gatherer's orderbook stream was
   interrupted (socket down, seq gap, resync, process down: the gatherer "recovers" the book with
   a fresh snapshot, but those deltas exist nowhere), or was withheld from WebSockets by fault
-  injection; each market's book rebuilt from a production snapshot plus the deltas after it
-  equals the truth's book up to the next such window (**truth_book**); and the coverage ledger
-  checked against the truth both ways (kalshi_data/ledger_check.py): every window a gatherer
-  calls recovered is complete (**ledger_false_recovered**), every row production lacks lies in a
+  injection; each market's book rebuilt from production (kalshi_data/books.py, the one rebuild)
+  equals the truth's book at the end of the window, or just before the last window in which no
+  gatherer's orderbook stream was intact (**truth_book**); and the coverage ledger checked
+  against the truth both ways (kalshi_data/ledger_check.py): every window a gatherer calls
+  recovered is complete (**ledger_false_recovered**), every row production lacks lies in a
   window every gatherer calls unrecovered (**ledger_silent_loss**); such declared losses are
   counted in the info lines.
 
@@ -56,8 +57,11 @@ import orjson
 import psycopg
 
 from kalshi_data import ledger_check
+from kalshi_data.books import book_at, market_lossy_windows
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.info import database_dsns, load_fleet_file
+from kalshi_data.progress import Progress
+from shared.kalshi.replay import plain_replay
 
 Conn = psycopg.Connection[Any]
 MAX_LINES_PER_KIND = 20
@@ -683,107 +687,54 @@ def _truth_deltas(report: Report, prod: Conn, log: TruthLog, lo: int, hi: int, u
     _truth_books(report, prod, log, hi, unrecovered)
 
 
-def _levels(raw: Any) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for lvl in raw or []:
-        p, s = (lvl["price"], lvl["size"]) if isinstance(lvl, dict) else (lvl[0], lvl[1])
-        if int(s) > 0:
-            out[int(p)] = int(s)
-    return out
-
-
-def _apply(book: tuple[dict[int, int], dict[int, int]], side: str, price: int, delta: int) -> None:
-    # No clamping at zero: deltas within one millisecond may be stored in another order than the
-    # exchange sent them, and only the sum is order-free (a true book never goes negative, so
-    # snapshot + sum of deltas is the book whatever the order). _norm drops empty levels after.
-    levels = book[0] if side == "yes" else book[1]
-    levels[price] = levels.get(price, 0) + delta
-
-
-def _norm(book: tuple[dict[int, int], dict[int, int]]) -> tuple[dict[int, int], dict[int, int]]:
-    return ({p: v for p, v in book[0].items() if v != 0}, {p: v for p, v in book[1].items() if v != 0})
-
-
 def _book_diff(a: dict[int, int], b: dict[int, int]) -> str:
     keys = sorted(set(a) | set(b))
     diffs = [f"{p}: {a.get(p, 0)} vs {b.get(p, 0)}" for p in keys if a.get(p, 0) != b.get(p, 0)]
     return ", ".join(diffs[:3]) + (f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else "")
 
 
-def _truth_book(log: TruthLog, ticker: str, end: int) -> tuple[dict[int, int], dict[int, int]]:
-    """The truth's book of ``ticker`` just before ``end`` (µs): book0 + every earlier delta."""
+def _truth_book(log: TruthLog, ticker: str, at: int) -> tuple[dict[int, int], dict[int, int]]:
+    """The truth's book of ``ticker`` after every delta stamped at or before ``at`` (µs)."""
     y0, n0 = log.book0[ticker]
-    book = (dict(y0), dict(n0))
-    for ts_ms, side, price, delta, _n in log.deltas.get(ticker, ()):
-        if ts_ms * 1000 >= end:
-            break
-        _apply(book, side, price, delta)
-    return _norm(book)
+    b = plain_replay(y0, n0, ((side, price, delta) for ts_ms, side, price, delta, _n in log.deltas.get(ticker, ())
+                              if ts_ms * 1000 <= at))
+    return dict(b.levels("yes")), dict(b.levels("no"))
 
 
 def _truth_books(report: Report, prod: Conn, log: TruthLog, hi: int, unrecovered: Unrecovered) -> None:
-    """Rebuild each market's book from a production snapshot + later production deltas and compare
-    it with the truth's book (book0 + every truth delta) just before ``hi``, or before the first
-    unrecovered coverage window after the snapshot (deltas lost there may be missing). Any one
-    of the market's latest snapshots that rebuilds the truth is enough: a snapshot's exact place
-    among the deltas around it is not always recorded, so the plausible boundaries are tried."""
-    snaps: dict[str, list[tuple[int, int, str, dict[int, int], dict[int, int]]]] = defaultdict(list)
-    for ticker, pos, snap_ts, source, yes, no in prod.execute(
-            "SELECT ticker, coalesce(last_delta_ts, snapshot_ts), snapshot_ts, source, yes_levels, no_levels FROM "
-            "orderbook_snapshots WHERE coalesce(last_delta_ts, snapshot_ts) < %s "
-            "ORDER BY ticker, 2 DESC", (hi,)).fetchall():
-        if len(snaps[ticker]) < 4:
-            snaps[ticker].append((int(pos), int(snap_ts), source, _levels(yes), _levels(no)))
+    """Each market's book rebuilt from production (kalshi_data.books, the rebuild of ``kalshi-data
+    book`` and book_state()) just before ``hi``, compared with the truth's (book0 + every truth
+    delta). Where the rebuild is uncertain there (a window in which no gatherer's orderbook stream
+    was intact lies between its snapshot and ``hi``), the instant just before the latest such
+    window is compared instead; a market with no certain instant is not comparable."""
+    tickers = [t for (t,) in prod.execute(
+        "SELECT DISTINCT ticker FROM orderbook_snapshots WHERE source <> 'rest' AND snapshot_ts < %s "
+        "ORDER BY 1", (hi,)).fetchall()]
     lines, checked, skipped = [], 0, 0
-    for ticker, candidates in sorted(snaps.items()):
-        if ticker not in log.book0:
-            skipped += 1  # the truth never logged this market's book: nothing to compare with
-            continue
-        windows = unrecovered.book_breaks(ticker)
-        deltas = prod.execute("SELECT exchange_ts, side, price, delta FROM orderbook_deltas WHERE ticker = %s "
-                              "AND exchange_ts >= %s AND exchange_ts < %s ORDER BY exchange_ts, occurrence",
-                              (ticker, min(min(c[0], c[1]) for c in candidates) - 2 * US, hi)).fetchall()
-        ok, judged, first = False, False, ""
-        for pos, snap_ts, source, yes, no in candidates:
-            # Deltas lost in an unrecovered window after the snapshot are allowed to be missing,
-            # so the book is compared just before the first such window.
-            end = hi
-            for a, b in windows:
-                if b >= pos and a < end:
-                    end = a
-            if end <= pos:
-                continue  # the snapshot sits inside a window the fleet says it lost
-            judged = True
-            truth_book = _truth_book(log, ticker, end)
-            # The snapshot's place in the delta stream: after last_delta_ts when recorded; a fresh
-            # WS or REST snapshot only has its receive time, and a REST resync may include deltas
-            # past the last_delta_ts it carries; so every boundary from 2 s before the earlier of
-            # the two up to the later one is tried (a wrong book stays wrong whatever the boundary).
-            lo_b, hi_b = min(pos, snap_ts) - 2 * US, max(pos, snap_ts)
-            near = {int(d[0]) - 1 for d in deltas if lo_b <= d[0] <= hi_b} | {hi_b}
-            for cutoff in sorted({pos, pos - 1} | near, reverse=True):
-                book = (dict(yes), dict(no))
-                for ts, side, price, delta in deltas:
-                    if cutoff < ts < end:
-                        _apply(book, side, int(price), int(delta))
-                book = _norm(book)
-                if book == truth_book:
-                    ok = True
+    with Progress("verify books", total=len(tickers), unit="markets") as bar:
+        for ticker in tickers:
+            bar.advance(1)
+            if ticker not in log.book0:
+                skipped += 1  # the truth never logged this market's book: nothing to compare with
+                continue
+            lossy = market_lossy_windows(prod, ticker)
+            book = None
+            for at in [hi - 1, *sorted((a - 1 for a, _b in lossy if a <= hi), reverse=True)]:
+                book = book_at(prod, ticker, at, lossy=lossy)
+                if not book.uncertain:
                     break
-                if not first:
-                    first = (f"{ticker}: book rebuilt from production ({source} snapshot at {fmt_us(pos)} + later "
-                             f"deltas) differs from the truth before {fmt_us(end)}: yes [{_book_diff(book[0], truth_book[0])}]"
-                             f" no [{_book_diff(book[1], truth_book[1])}]")
-            if ok:
-                break
-        if not judged:
-            skipped += 1
-            continue
-        checked += 1
-        if not ok:
-            lines.append(first)
+            if book is None or book.uncertain:
+                skipped += 1
+                continue
+            checked += 1
+            want_yes, want_no = _truth_book(log, ticker, book.at_us)
+            if (dict(book.yes), dict(book.no)) != (want_yes, want_no):
+                lines.append(f"{ticker}: book rebuilt from production ({book.snapshot_source} snapshot of "
+                             f"{fmt_us(book.snapshot_ts)}, cut {book.cut} + {book.deltas_applied} deltas) differs "
+                             f"from the truth at {fmt_us(book.at_us)}: yes [{_book_diff(dict(book.yes), want_yes)}] "
+                             f"no [{_book_diff(dict(book.no), want_no)}]")
     report.info.append(f"books: {checked} market(s) rebuilt and compared"
-                       + (f", {skipped} not comparable (no truth book or lost window)" if skipped else ""))
+                       + (f", {skipped} not comparable (no truth book or no certain instant)" if skipped else ""))
     report.add("truth_book", lines)
 
 

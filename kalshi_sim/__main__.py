@@ -62,6 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ws-auth", action="store_true", help="allow anonymous WebSocket")
     p.add_argument("--rest-trade-skew-us", type=int, default=0,
                    help="REST created_time = WS trade time + this many microseconds")
+    d = SimConfig()
+    lim = p.add_argument_group("limits model (on by default; 0 turns a WebSocket limit off)")
+    lim.add_argument("--ws-max-markets", type=int, default=d.ws_max_markets,
+                     help="markets per subscription before error 26")
+    lim.add_argument("--ws-cmd-rate", type=int, default=d.ws_cmd_rate,
+                     help="commands per second per connection before error 27")
+    lim.add_argument("--ws-max-connections", type=int, default=d.ws_max_connections,
+                     help="sockets per API key before a handshake 429")
+    lim.add_argument("--mve-markets", type=int, default=None,
+                     help="multivariate (combo) markets in /markets (default: 1%% of the preset)")
+    lim.add_argument("--historical-window-s", type=float,
+                     default=d.historical_window_ms / 1000,
+                     help="trades/markets older than this move behind the historical cutoff")
     return p
 
 
@@ -124,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         clock_speed=a.clock_speed, start_ms=a.start_ms, host=a.host, port=a.port,
         control_port=a.control_port, key_dir=a.key_dir, truth_path=a.truth, tier=a.tier,
         anon_tier=a.anon_tier, ping_interval_s=a.ping_interval, pong_timeout_s=a.pong_timeout,
-        ws_require_auth=not a.no_ws_auth, rest_trade_skew_us=a.rest_trade_skew_us)
+        ws_require_auth=not a.no_ws_auth, rest_trade_skew_us=a.rest_trade_skew_us,
+        ws_max_markets=a.ws_max_markets, ws_cmd_rate=a.ws_cmd_rate,
+        ws_max_connections=a.ws_max_connections, mve_markets=a.mve_markets,
+        historical_window_ms=int(a.historical_window_s * 1000))
     try:
         return asyncio.run(_serve(conf, a.ready_file))
     except KeyboardInterrupt:

@@ -13,11 +13,15 @@ Ticker scheme (parseable, so a ticker maps back to its index without a lookup ta
 
 Market indexes only grow; listing in index order therefore keeps pagination stable while new
 markets are created (they appear after every market that existed when paging started).
+
+Multivariate (combo) markets live in their own small, static index space ``j`` (Kalshi lists
+them in ``/markets`` unless ``mve_filter=exclude``; their events are not in ``/events``)::
+
+    series  KXMVESIM        event  KXMVESIM-S{j:07d}        market  {event}-COMBO
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 # Prices are integers in 1e-4 dollars ("0.5600" -> 5600); counts are integers in 1/100 contract.
@@ -45,6 +49,9 @@ PRESETS: dict[str, Preset] = {
     "large": Preset("large", 2_000, 30_000, 300_000, 3_000.0, 3.0, 3_000),
     "xl": Preset("xl", 5_000, 100_000, 1_000_000, 5_000.0, 5.0, 10_000),
 }
+
+MVE_SERIES = "KXMVESIM"
+MVE_COLLECTION = "KXMVESIMCOMBO"
 
 LINEAR_CENT = [("0.0000", "1.0000", "0.0100")]
 TAPERED_DECI_CENT = [
@@ -111,6 +118,17 @@ def _rng(seed: int, index: int, salt: int) -> _Mix:
     return _Mix(seed, index, salt)
 
 
+# uuid.UUID(int=..., version=4): clear the variant and version fields, then set them.
+_UUID4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
+_UUID4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def uuid4_text(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4))`` without building a UUID object."""
+    h = f"{(bits & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 class Catalog:
     """Index <-> ticker mapping and static market attributes for one simulator run.
 
@@ -118,7 +136,8 @@ class Catalog:
     before it, markets created by the engine record their own birth via :meth:`add_market`.
     """
 
-    def __init__(self, preset: Preset, seed: int, start_ms: int, profile: str) -> None:
+    def __init__(self, preset: Preset, seed: int, start_ms: int, profile: str,
+                 n_mve: int | None = None) -> None:
         self.preset = preset
         self.seed = seed
         self.start_ms = start_ms
@@ -128,6 +147,8 @@ class Catalog:
         self.n_initial = preset.n_markets
         self.count = preset.n_markets
         self._born: dict[int, tuple[int, int, int]] = {}  # index -> (created, open, close) ms
+        self._last: MarketStatic | None = None  # the last static() (immutable; one entry)
+        self.n_mve = max(5, preset.n_markets // 100) if n_mve is None else n_mve
 
     # --- naming -------------------------------------------------------------------------
     def series_ticker(self, s: int) -> str:
@@ -167,6 +188,37 @@ class Catalog:
         s = int(ticker[5:])
         return s if s < self.n_series else None
 
+    # --- multivariate (combo) markets ---------------------------------------------------------
+    def mve_event_ticker(self, j: int) -> str:
+        return f"{MVE_SERIES}-S{j:07d}"
+
+    def mve_ticker(self, j: int) -> str:
+        return f"{self.mve_event_ticker(j)}-COMBO"
+
+    def parse_mve(self, ticker: str) -> int | None:
+        """Index of a multivariate market, or None."""
+        if not ticker.startswith(MVE_SERIES + "-S") or not ticker.endswith("-COMBO"):
+            return None
+        tail = ticker[len(MVE_SERIES) + 2:-len("-COMBO")]
+        if len(tail) != 7 or not tail.isdigit() or int(tail) >= self.n_mve:
+            return None
+        return int(tail)
+
+    def mve_static(self, j: int) -> MarketStatic:
+        """A combo market: open for the whole run, never traded by the engine (its book is
+        empty); the legs it combines are two ordinary markets (``mve_legs``)."""
+        r = _rng(self.seed, j, 3)
+        created = self.start_ms - r.randrange(3_600_000, 86_400_000)
+        return MarketStatic(
+            index=-1 - j, ticker=self.mve_ticker(j), event_ticker=self.mve_event_ticker(j),
+            series_ticker=MVE_SERIES, market_id=uuid4_text(r.bits128()),
+            created_ms=created, open_ms=created, close_ms=self.start_ms + 30 * 86_400_000,
+            structure="linear_cent", fractional=False, floor_strike=0, initial=True)
+
+    def mve_legs(self, j: int) -> tuple[int, int]:
+        n = self.n_initial
+        return (j * 7) % n, (j * 13 + 1) % n
+
     def event_markets(self, e: int) -> range:
         return range(e * self.mpe, min((e + 1) * self.mpe, self.count))
 
@@ -182,42 +234,55 @@ class Catalog:
         self._born[i] = (created_ms, created_ms + open_delay_ms, close_ms)
         return i
 
-    def static(self, i: int) -> MarketStatic:
-        r = _rng(self.seed, i, 1)
-        if i in self._born:
-            created, open_ms, close_ms = self._born[i]
-            initial = False
+    def _window(self, r: _Mix, i: int) -> tuple[int, int, int]:
+        """(created, open, close) ms of market ``i``: the first draws of its static stream."""
+        born = self._born.get(i)
+        if born is not None:
             r.random()
             r.random()
             r.random()
+            return born
+        created = self.start_ms - r.randrange(3_600_000, 30 * 86_400_000)
+        # ~5% of the starting population opens shortly after start (status initialized).
+        if r.random() < 0.05:
+            open_ms = self.start_ms + r.randrange(5_000, 600_000)
         else:
-            initial = True
-            created = self.start_ms - r.randrange(3_600_000, 30 * 86_400_000)
-            # ~5% of the starting population opens shortly after start (status initialized).
-            if r.random() < 0.05:
-                open_ms = self.start_ms + r.randrange(5_000, 600_000)
-            else:
-                open_ms = created + r.randrange(0, 3_600_000)
-                r.random()
-            close_ms = self.start_ms + r.randrange(2 * 86_400_000, 60 * 86_400_000)
+            open_ms = created + r.randrange(0, 3_600_000)
+            r.random()
+        return created, open_ms, self.start_ms + r.randrange(2 * 86_400_000, 60 * 86_400_000)
+
+    def window(self, i: int) -> tuple[int, int]:
+        """(open_ms, close_ms) of market ``i``: what a status needs, at a third of the cost of
+        :meth:`static` (REST status filters scan every market of an xl catalog)."""
+        _, open_ms, close_ms = self._window(_rng(self.seed, i, 1), i)
+        return open_ms, close_ms
+
+    def static(self, i: int) -> MarketStatic:
+        last = self._last
+        if last is not None and last.index == i:  # REST derives a market twice per listing
+            return last
+        r = _rng(self.seed, i, 1)
+        created, open_ms, close_ms = self._window(r, i)
         fp = self.profile == "fp2026"
         structure = "tapered_deci_cent" if fp and r.random() < 0.15 else "linear_cent"
         fractional = fp and r.random() < 0.10
-        mid = uuid.UUID(int=r.bits128(), version=4)
-        return MarketStatic(
+        e = i // self.mpe
+        event = self.event_ticker(e)
+        self._last = st = MarketStatic(
             index=i,
-            ticker=self.market_ticker(i),
-            event_ticker=self.event_ticker(i // self.mpe),
-            series_ticker=self.series_ticker((i // self.mpe) % self.n_series),
-            market_id=str(mid),
+            ticker=f"{event}-M{i:07d}",
+            event_ticker=event,
+            series_ticker=self.series_ticker(e % self.n_series),
+            market_id=uuid4_text(r.bits128()),
             created_ms=created,
             open_ms=open_ms,
             close_ms=close_ms,
             structure=structure,
             fractional=fractional,
             floor_strike=(i % self.mpe) * 10 + 50,
-            initial=initial,
+            initial=i not in self._born,
         )
+        return st
 
     def initial_book(self, st: MarketStatic) -> tuple[dict[int, int], dict[int, int]]:
         """Derived starting book (yes bids, no bids) of a market; empty for created ones.

@@ -7,10 +7,10 @@ Routes (all JSON):
 * ``GET  /control/stats`` -> connections, frames, request counters
 * ``GET  /control/faults`` -> ``{"counts": {kind: n}}``
 * ``POST /control/faults/{name}`` body = keyword arguments of ``Faults.<name>``
-  (drop_connections, refuse_connections, slow_consumer, stop_pings, stop_pongs, skip_seq,
+  (drop_connections, refuse_connections, slow_consumer, mute, stop_pings, stop_pongs, skip_seq,
   duplicate_seq, reorder_seq, send_malformed, send_truncated, send_binary, send_unknown_type,
   rest_429, rest_5xx, rest_hang, rest_reset, rest_truncate, reset_seq, maintenance,
-  clock_skew, withhold_next, drop_deltas, ignore_commands, chaos)
+  clock_skew, withhold_next, drop_deltas, ignore_commands, chaos, refuse_markets)
 * ``GET  /control/truth/{trades|deltas|tickers|lifecycle|withheld}?since=N&limit=M``
   -> ``{"records": [...], "next": N'}`` (record shapes: truth.py)
 * ``GET  /control/book/{ticker}`` -> ``{"ticker", "yes": [[price, size]], "no": [...]}`` ints

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import heapq
 import random
-import uuid
 from typing import Any, NamedTuple
 
-from .catalog import HOT_SHARE, ONE_DOLLAR, Catalog, MarketStatic, tick_at
+from .catalog import HOT_SHARE, ONE_DOLLAR, Catalog, MarketStatic, tick_at, uuid4_text
 
 RECENT_SHARE = 0.15  # share of activity on the newest markets (fresh listings trade most)
 RECENT_MARKETS = 50
+PARETO_EXP = 1.0 / 1.3  # order sizes: Pareto with alpha 1.3
+ADD_TICKS = (-4, -3, -2, -1, -1, 0, 0, 0, 1)  # new order vs own best bid, in ticks
+# Hot-path events are built with tuple.__new__(Cls, fields): what a NamedTuple's generated
+# __new__ does, minus one Python-level call per event.
+_new = tuple.__new__
 
 
 class Delta(NamedTuple):
@@ -100,6 +104,7 @@ class MarketState:
         "dollar_volume_e6",
         "last_price",
         "last_size",
+        "nb",
         "no",
         "oi",
         "prev_price",
@@ -109,6 +114,7 @@ class MarketState:
         "status",
         "updated_ms",
         "volume",
+        "yb",
         "yes",
     )
 
@@ -116,6 +122,10 @@ class MarketState:
         self.st = st
         self.yes = yes
         self.no = no
+        # Best bid price per side (0 = empty), kept by the engine on every book change so the
+        # hot path never scans a book: yb == max(yes) when yes is non-empty.
+        self.yb = max(yes) if yes else 0
+        self.nb = max(no) if no else 0
         self.status: str | None = None  # None = derived from open/close times
         self.updated_ms = st.created_ms
         self.close_ms = st.close_ms
@@ -131,6 +141,14 @@ class MarketState:
         # minute end (s) -> [p_o, p_h, p_l, p_c, p_sum, p_n, vol, oi, yb_o, yb_h, yb_l, yb_c,
         #                    ya_o, ya_h, ya_l, ya_c]
         self.candles: dict[int, list[int | None]] = {}
+
+
+def _set_best(s: MarketState, yes_side: bool) -> None:
+    """Recompute one side's cached best bid after its top level was removed."""
+    if yes_side:
+        s.yb = max(s.yes) if s.yes else 0
+    else:
+        s.nb = max(s.no) if s.no else 0
 
 
 def best(book: dict[int, int]) -> tuple[int, int]:
@@ -164,6 +182,10 @@ class Engine:
         self._sched_n = 0
         self.paused = False  # maintenance: no trading activity, time still advances
         self._out: list[Event] | None = None  # the step's output, for Book0 on first touch
+        self._hot = min(catalog.n_initial, catalog.preset.hot)
+        # (open, close) ms of untouched markets a pick found outside their trading window:
+        # picks keep landing on them, and deriving a market's statics is costly.
+        self._dormant: dict[int, tuple[int, int]] = {}
 
     # --- state access ---------------------------------------------------------------------
     def state(self, i: int, st: MarketStatic | None = None) -> MarketState:
@@ -205,22 +227,29 @@ class Engine:
         return dict(s.yes), dict(s.no)
 
     def ticker_of(self, s: MarketState, ts_us: int) -> Ticker:
-        yb, ybs = best(s.yes)
-        nb, nbs = best(s.no)
-        return Ticker(
+        yb = s.yb
+        nb = s.nb
+        ybs = s.yes[yb] if yb else 0
+        nbs = s.no[nb] if nb else 0
+        return _new(Ticker, (
             ts_us, s.st.ticker, s.st.index, s.last_price, yb, ONE_DOLLAR - nb,
             ybs, nbs, s.volume, s.oi, s.dollar_volume_e6 // 1_000_000,
             s.oi * s.last_price // 1_000_000, s.last_size,
-        )
+        ))
 
     # --- running --------------------------------------------------------------------------
-    def run_until(self, target_ms: int, max_steps: int | None = None) -> list[Event]:
+    def run_until(self, target_ms: int, max_steps: int | None = None,
+                  max_events: int | None = None) -> list[Event]:
+        """Whole steps up to ``target_ms``, stopping early after ``max_steps`` steps or once
+        ``max_events`` events were produced (bounds on one call's work, not on the stream)."""
         out: list[Event] = []
         n = 0
         while self.now_ms + self.step_ms <= target_ms:
             self.step(out)
             n += 1
             if max_steps is not None and n >= max_steps:
+                break
+            if max_events is not None and len(out) >= max_events:
                 break
         return out
 
@@ -235,51 +264,66 @@ class Engine:
             self._scheduled(action, i, max(due, t0) * 1000, out)
         if not self.paused:
             if rng.random() < self.churn_per_s * self.step_ms / 1000.0:
-                self._churn(t0 * 1000 + rng.randrange(self.step_ms * 1000), out)
+                self._churn(t0 * 1000 + int(rng.random() * self.step_ms * 1000), out)
             lam = self.rate * self.step_ms / 1000.0
             budget = int(lam) + (1 if rng.random() < lam - int(lam) else 0)
             if budget:
-                start = len(out)
-                offs = sorted(rng.randrange(self.step_ms * 1000) for _ in range(budget))
-                k = 0
-                tries = 0
-                while len(out) - start < budget and tries < budget * 3:
-                    tries += 1
-                    ts_us = t0 * 1000 + offs[min(k, budget - 1)]
-                    k += 1
-                    self._activity(ts_us, out)
+                self._activities(t0 * 1000, budget, out)
         self.now_ms = t1
         self._out = None
+
+    def _activities(self, base_us: int, budget: int, out: list[Event]) -> None:
+        """About ``budget`` events at sorted random offsets in the step (a pick may find no
+        active market, so up to 3x as many tries)."""
+        rnd = self.rng.random
+        span = self.step_ms * 1000
+        offs = sorted([int(rnd() * span) for _ in range(budget)])
+        last = offs[-1]
+        goal = len(out) + budget
+        activity = self._activity
+        for k in range(budget * 3):
+            if len(out) >= goal:
+                break
+            activity(base_us + (offs[k] if k < budget else last), out)
 
     def _schedule(self, due_ms: int, action: str, i: int) -> None:
         self._sched_n += 1
         heapq.heappush(self._sched, (due_ms, self._sched_n, action, i))
 
     def _pick(self) -> MarketState | None:
-        n = self.catalog.count
-        n0 = self.catalog.n_initial
-        rng = self.rng
-        hot = min(n0, self.catalog.preset.hot)
+        cat = self.catalog
+        n = cat.count
+        n0 = cat.n_initial
+        hot = self._hot
+        rnd = self.rng.random
+        now = self.now_ms
+        states = self.states
+        dormant = self._dormant
         for _ in range(4):
             # Heavy tail: most activity on a fixed hot set of the starting population
             # (skewed inside it) and on the newest markets; the rest spread over every
             # market, so most markets stay dormant for long stretches.
-            u = rng.random()
+            u = rnd()
             if u >= HOT_SHARE:
-                i = int(n * rng.random())
+                i = int(n * rnd())
             elif u < RECENT_SHARE and n > n0:
-                i = n - 1 - int(min(n - n0, RECENT_MARKETS) * rng.random())
+                i = n - 1 - int(min(n - n0, RECENT_MARKETS) * rnd())
             else:
-                r = int(hot * rng.random() ** 2)
+                r = int(hot * rnd() ** 2)
                 i = (r * 2_654_435_761 + 12_345) % n0
-            s = self.states.get(i)
+            s = states.get(i)
             if s is not None:
-                if self.status_of(s) == "active":
+                # status_of(s) == "active", inlined: this runs once per engine event
+                if s.status is None and s.st.open_ms <= now < s.close_ms:
                     return s
                 continue
-            st = self.catalog.static(i)  # status of an untouched market needs no book
-            if st.open_ms <= self.now_ms < st.close_ms:
-                return self.state(i, st)
+            span = dormant.get(i)
+            if span is None:
+                span = cat.window(i)  # status of an untouched market needs its times only
+            if span[0] <= now < span[1]:
+                dormant.pop(i, None)
+                return self.state(i)
+            dormant[i] = span
         return None
 
     # --- activity -------------------------------------------------------------------------
@@ -288,51 +332,60 @@ class Engine:
         if s is None:
             return
         r = self.rng.random()
-        before = (best(s.yes), best(s.no))
         if r < 0.2 and (s.yes or s.no):
             self._trade(s, ts_us, out)
             return
         if r < 0.5 and (s.yes or s.no):
-            self._cancel(s, ts_us, out)
+            moved = self._cancel(s, ts_us, out)
         else:
-            self._add(s, ts_us, out)
-        if (best(s.yes), best(s.no)) != before:
+            moved = self._add(s, ts_us, out)
+        if moved:  # a side's best bid changed (price or size): so did the ticker
             out.append(self.ticker_of(s, ts_us))
 
     def _size(self, s: MarketState) -> int:
-        rng = self.rng
-        size = int(rng.paretovariate(1.3) * 5) * 100 + 100
-        if s.st.fractional and rng.random() < 0.3:
-            size += rng.randrange(1, 100)
-        return min(size, 5_000_000)
+        """Heavy-tailed order size: Pareto(1.3), inlined from ``random.paretovariate``."""
+        rnd = self.rng.random
+        size = int(1.0 / (1.0 - rnd()) ** PARETO_EXP * 5) * 100 + 100
+        if s.st.fractional and rnd() < 0.3:
+            size += 1 + int(rnd() * 99)
+        return size if size < 5_000_000 else 5_000_000  # noqa: FURB136 - no call per order
 
-    def _add(self, s: MarketState, ts_us: int, out: list[Event]) -> None:
+    def _add(self, s: MarketState, ts_us: int, out: list[Event]) -> bool:
+        """Rest a new order; True when it moved a side's best bid (price or size)."""
         rng = self.rng
-        side = "yes" if rng.random() < 0.5 else "no"
-        own, other = (s.yes, s.no) if side == "yes" else (s.no, s.yes)
-        limit = ONE_DOLLAR - best(other)[0]  # price must stay below this (no cross)
+        yes_side = rng.random() < 0.5
+        own, b, other_b = (s.yes, s.yb, s.nb) if yes_side else (s.no, s.nb, s.yb)
+        limit = ONE_DOLLAR - other_b  # price must stay below this (no cross)
         structure = s.st.structure
         if own:
-            b = max(own)
-            p = b + tick_at(structure, b) * rng.choice((-4, -3, -2, -1, -1, 0, 0, 0, 1))
+            p = b + tick_at(structure, b) * ADD_TICKS[int(rng.random() * len(ADD_TICKS))]
         else:
-            p = min(limit, ONE_DOLLAR) - 100 * rng.randrange(1, 6)
+            p = limit - 100 * (1 + int(rng.random() * 5))
         t = tick_at(structure, p)
         p -= p % t
         if p >= limit:
             p = limit - tick_at(structure, limit - 1)
             p -= p % tick_at(structure, p)
         if p < tick_at(structure, 1) or p >= ONE_DOLLAR:
-            return
+            return False
         size = self._size(s)
         own[p] = own.get(p, 0) + size
-        out.append(Delta(ts_us, s.st.ticker, s.st.index, side, p, size))
+        out.append(_new(Delta, (ts_us, s.st.ticker, s.st.index, "yes" if yes_side else "no", p,
+                                size)))
+        if p < b:
+            return False
+        if yes_side:
+            s.yb = p
+        else:
+            s.nb = p
+        return True
 
-    def _cancel(self, s: MarketState, ts_us: int, out: list[Event]) -> None:
+    def _cancel(self, s: MarketState, ts_us: int, out: list[Event]) -> bool:
+        """Reduce or remove a resting level; True when it moved a side's best bid."""
         rng = self.rng
-        side = "yes" if (s.yes and (not s.no or rng.random() < 0.5)) else "no"
-        own = s.yes if side == "yes" else s.no
-        p = rng.choice(list(own))
+        yes_side = bool(s.yes and (not s.no or rng.random() < 0.5))
+        own = s.yes if yes_side else s.no
+        p = list(own)[int(rng.random() * len(own))]
         size = own[p]
         dec = size if rng.random() < 0.4 else min(size, self._size(s))
         left = size - dec
@@ -340,30 +393,39 @@ class Engine:
             own[p] = left
         else:
             del own[p]
-        out.append(Delta(ts_us, s.st.ticker, s.st.index, side, p, -dec))
+        out.append(_new(Delta, (ts_us, s.st.ticker, s.st.index, "yes" if yes_side else "no", p,
+                                -dec)))
+        if p != (s.yb if yes_side else s.nb):
+            return False
+        if left <= 0:
+            _set_best(s, yes_side)
+        return True
 
     def _trade(self, s: MarketState, ts_us: int, out: list[Event]) -> None:
         rng = self.rng
         # Taker buys YES -> consumes the best NO bid; taker buys NO -> consumes best YES bid.
         taker = "yes" if (s.no and (not s.yes or rng.random() < 0.5)) else "no"
-        book_side = "no" if taker == "yes" else "yes"
-        book = s.no if taker == "yes" else s.yes
-        p, size = best(book)
+        yes_book = taker == "no"
+        book, p = (s.yes, s.yb) if yes_book else (s.no, s.nb)
+        size = book[p]
         count = min(size, self._size(s))
         if count == size:
             del book[p]
+            _set_best(s, yes_book)
         else:
             book[p] = size - count
         yes_price = ONE_DOLLAR - p if taker == "yes" else p
-        trade_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        trade_id = uuid4_text(rng.getrandbits(128))
         s.prev_price = s.last_price
         s.last_price = yes_price
         s.volume += count
         s.oi = s.oi + count if rng.random() < 0.6 else max(0, s.oi - count)
         s.dollar_volume_e6 += count * yes_price
         s.last_size = count
-        out.append(Delta(ts_us, s.st.ticker, s.st.index, book_side, p, -count))
-        out.append(Trade(ts_us, trade_id, s.st.ticker, s.st.index, yes_price, count, taker))
+        st = s.st
+        out.append(_new(Delta, (ts_us, st.ticker, st.index, "yes" if yes_book else "no", p,
+                                -count)))
+        out.append(_new(Trade, (ts_us, trade_id, st.ticker, st.index, yes_price, count, taker)))
         tk = self.ticker_of(s, ts_us)
         out.append(tk)
         self._candle(s, tk, count)
@@ -442,6 +504,7 @@ class Engine:
             for p in sorted(book):
                 out.append(Delta(ts_us, s.st.ticker, s.st.index, side, p, -book[p]))
             book.clear()
+        s.yb = s.nb = 0
         out.append(self.ticker_of(s, ts_us))
         self._schedule(ts_ms + 1_500, "determine", s.st.index)
 

@@ -67,6 +67,8 @@ class Faults:
         self.seq_channel: dict[str, str | None] = {}
         self.seq_key: dict[str, str | None] = {}  # seq fault -> only sockets of this API key
         self.rest_5xx_status = 500
+        self.rest_5xx_path: str | None = None
+        self.refused_markets: set[str] = set()
         self.rest_hang_s = 30.0
         self.refuse_until: float = 0.0  # monotonic seconds
         self.refuse_count = 0
@@ -78,6 +80,7 @@ class Faults:
         self.key_skew_ms: dict[str, int] = {}  # per API key: that client's clock is off
         self.key_refuse_until: dict[str, float] = {}  # per API key: handshakes refused until
         self.withholds: list[Withhold] = []
+        self.muted: set[tuple[str, str | None]] = set()  # (channel, API key or None = every client)
         self.chaos_rng: random.Random | None = None
         self.chaos_per_s = 0.0
         self.chaos_menu: tuple[tuple[str, dict[str, Any]], ...] = CHAOS_MENU
@@ -172,6 +175,19 @@ class Faults:
         self.count(f"error_{code}", n)
         return n
 
+    def mute(self, channel: str, key_id: str | None = None, on: bool = True) -> None:
+        """Stop (``on``) or resume sending ``channel``'s frames to every client, or only to the
+        sockets of API key ``key_id``, while the sockets and subscriptions stay up: a stalled feed.
+        Frames are not sent, not queued (for seq channels the sequence jumps when it resumes)."""
+        if on:
+            self.muted.add((channel, key_id))
+        else:
+            self.muted.discard((channel, key_id))
+        self.count("mute" if on else "unmute")
+
+    def is_muted(self, channel: str, key_id: str | None) -> bool:
+        return (channel, None) in self.muted or (channel, key_id) in self.muted
+
     def stop_pings(self, on: bool = True) -> None:
         self.pings_stopped = on
         self.count("stop_pings" if on else "resume_pings")
@@ -237,13 +253,21 @@ class Faults:
         """The next ``n`` REST requests get 429 (a storm), whatever their budget."""
         self.pending["rest_429"] += n
 
-    def rest_5xx(self, n: int = 1, status: int = 500) -> None:
-        """The next ``n`` REST requests answer ``status``; ``n=0`` ends a storm still pending."""
+    def rest_5xx(self, n: int = 1, status: int = 500, path: str | None = None) -> None:
+        """The next ``n`` REST requests (to ``path`` only, e.g. ``/historical/trades``, when
+        given: a path relative to /trade-api/v2) get ``status``; ``n=0`` ends a storm still
+        pending."""
         if n == 0:
             self.pending["rest_5xx"] = 0
             return
         self.pending["rest_5xx"] += n
         self.rest_5xx_status = status
+        self.rest_5xx_path = path
+
+    def refuse_markets(self, tickers: list[str] | None = None) -> None:
+        """From now on refuse subscribe/add_markets naming any of ``tickers`` (error 11, as for
+        a closed market); ``None`` or ``[]`` lifts the refusal."""
+        self.refused_markets = set(tickers or ())
 
     def rest_reset(self, n: int = 1) -> None:
         """The next ``n`` REST requests get their TCP connection reset, no response."""
@@ -345,9 +369,10 @@ class Faults:
 
     # Names the control API may call.
     API = (
-        "drop_connections", "refuse_connections", "slow_consumer", "stop_pings", "stop_pongs",
+        "drop_connections", "refuse_connections", "slow_consumer", "mute", "stop_pings", "stop_pongs",
         "skip_seq", "duplicate_seq", "reorder_seq", "send_malformed", "send_truncated",
         "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
+        "refuse_markets",
         "rest_truncate", "reset_seq", "maintenance",
         "clock_skew", "withhold_next", "drop_deltas", "ignore_commands", "chaos",
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .catalog import ONE_DOLLAR
 from .config import SimConfig
 from .encode import Encoder, frame, noseq_template, seq_template
 from .engine import Delta, Engine, Event, EventLifecycle, Lifecycle, Ticker, Trade
@@ -17,7 +18,9 @@ from .session import Session, Sub, error_frame
 from .truth import Truth
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
+
+Templates = tuple[str, bytes, bytes]  # message type, frame template with seq, without seq
 
 
 class Hub:
@@ -37,8 +40,7 @@ class Hub:
             c: {} for c in ("orderbook_delta", "ticker", "trade")}
         self.all_markets: dict[str, set[Sub]] = {"ticker": set(), "trade": set(),
                                                  "market_lifecycle_v2": set()}
-        self._seq_tpl: dict[str, bytes] = {}
-        self._noseq_tpl: dict[str, bytes] = {}
+        self._tpl: dict[str, Templates] = {}
         self.delta_n = 0
         self.trade_n = 0
         self.frames = 0
@@ -46,6 +48,17 @@ class Hub:
     # --- lookups --------------------------------------------------------------------------
     def market_index(self, ticker: str) -> int | None:
         return self.engine.catalog.parse_market(ticker)
+
+    def is_mve(self, ticker: str) -> bool:
+        return self.engine.catalog.parse_mve(ticker) is not None
+
+    def market_status(self, i: int) -> str:
+        s = self.engine.states.get(i)
+        if s is not None:
+            return self.engine.status_of(s)
+        st = self.engine.catalog.static(i)
+        now = self.engine.now_ms
+        return "initialized" if now < st.open_ms else ("closed" if now >= st.close_ms else "active")
 
     def market_id(self, ticker: str) -> str:
         i = self.market_index(ticker)
@@ -77,33 +90,79 @@ class Hub:
                         del idx[t]
 
     # --- delivery -------------------------------------------------------------------------
+    def templates(self, type_: str) -> Templates:
+        """Frame templates of a message type, built once."""
+        t = self._tpl.get(type_)
+        if t is None:
+            t = self._tpl[type_] = (type_, seq_template(type_), noseq_template(type_))
+        return t
+
+    def _overflow(self, sub: Sub) -> None:
+        """The subscriber's queue hit ``ws_max_buffer``: end the subscription with error 25."""
+        self._terminate(sub, 25)
+        self.faults.count("error_25_overflow")
+
+    def fan_out(self, subs: Iterable[Sub], tpl: Templates, body: bytes) -> None:
+        """One event body to every subscriber in ``subs``, with no seq fault pending.
+
+        The per-frame hot path, kept to a template format and a queue append per frame. The
+        writer is woken only when a queue goes from empty to non-empty: with frames already
+        queued it is either awake or draining them, and loops until the queue is empty.
+        """
+        _, seq_tpl, noseq_tpl = tpl
+        limit = self.conf.ws_max_buffer
+        faults = self.faults
+        n = 0
+        for sub in tuple(subs):  # a copy: error 25 removes the sub from its index
+            if not sub.alive:
+                continue
+            sess = sub.session
+            if faults.muted and faults.is_muted(sub.channel, sess.key_id):
+                continue
+            out = sess.out
+            if len(out) >= limit:
+                self._overflow(sub)
+                continue
+            if not out:
+                sess.notify()
+            if sub.has_seq:
+                sub.seq += 1
+                out.append(seq_tpl % (sub.sid, sub.seq, body))
+            else:
+                out.append(noseq_tpl % (sub.sid, body))
+            if sess.held is not None:  # a reordered frame goes out right behind this one
+                out.append(sess.held)
+                sess.held = None
+            n += 1
+        self.frames += n
+
+    def _fan_each(self, subs: Iterable[Sub], tpl: Templates, body: bytes) -> None:
+        """:meth:`fan_out` through :meth:`deliver`, for when a seq fault is pending."""
+        for sub in tuple(subs):
+            self.deliver(sub, tpl[0], body)
+
     def deliver(self, sub: Sub, type_: str, body: bytes, id_: int | None = None) -> None:
-        # Hot path: one call per frame per subscriber; keep lookups few.
+        """One frame to one subscriber; the general path (command ``id``, seq faults)."""
+        f = self.faults
+        if not id_ and not f.seq_armed and not f.muted:
+            self.fan_out((sub,), self.templates(type_), body)
+            return
         if not sub.alive:
             return
         sess = sub.session
+        if self.faults.muted and self.faults.is_muted(sub.channel, sess.key_id):
+            return
         if len(sess.out) >= self.conf.ws_max_buffer:
-            self._terminate(sub, 25)
-            self.faults.count("error_25_overflow")
+            self._overflow(sub)
             return
         self.frames += 1
         if not sub.has_seq:
             if id_:
                 sess.push(frame(type_, sub.sid, None, body, id_))
-                return
-            tpl = self._noseq_tpl.get(type_)
-            if tpl is None:
-                tpl = self._noseq_tpl[type_] = noseq_template(type_)
-            sess.push(tpl % (sub.sid, body))
+            else:
+                sess.push(self.templates(type_)[2] % (sub.sid, body))
             return
-        f = self.faults
         sub.seq += 1
-        if not f.seq_armed and not id_:
-            tpl = self._seq_tpl.get(type_)
-            if tpl is None:
-                tpl = self._seq_tpl[type_] = seq_template(type_)
-            sess.push(tpl % (sub.sid, sub.seq, body))
-            return
         if f.pending["skip_seq"] and f.take("skip_seq", sub.channel, sess.key_id):
             sub.seq += 1
         data = frame(type_, sub.sid, sub.seq, body, id_)
@@ -122,7 +181,8 @@ class Hub:
         if i is None:
             return
         s = self.engine.view(i)
-        body = self.enc.snapshot_body(ticker, s.st.market_id, s.yes, s.no)
+        no = {ONE_DOLLAR - p: c for p, c in s.no.items()} if sub.yes_scale else s.no
+        body = self.enc.snapshot_body(ticker, s.st.market_id, s.yes, no)
         self.deliver(sub, "orderbook_snapshot", body, id_)
 
     def send_ticker(self, sub: Sub, ticker: str) -> None:
@@ -138,12 +198,20 @@ class Hub:
         enc = self.enc
         states = self.engine.states
         f = self.faults
+        # Nothing arms a seq fault during this synchronous call (faults arrive through the
+        # loop); one consumed mid-batch only sends the rest through the general path.
+        # (a muted channel goes through deliver too: fan_out does not look at mutes)
+        fan = self._fan_each if f.seq_armed or f.muted else self.fan_out
         ob = self.by_ticker["orderbook_delta"]
         tk_idx = self.by_ticker["ticker"]
         tr_idx = self.by_ticker["trade"]
         tk_all = self.all_markets["ticker"]
         tr_all = self.all_markets["trade"]
         lc_all = self.all_markets["market_lifecycle_v2"]
+        delta_t = self.templates("orderbook_delta")
+        trade_t = self.templates("trade")
+        ticker_t = self.templates("ticker")
+        no_ts_per_m = int(self.conf.delta_no_ts_share * 1_000_000)
         for ev in events:
             t = type(ev)
             if t is Delta:
@@ -157,14 +225,28 @@ class Hub:
                     if f.check_withhold("drop_delta", ev.ticker):  # type: ignore[union-attr]
                         # lost on the wire: every subscriber's seq moves on, nothing is sent
                         self.truth.mark_dropped("delta", n)
+                        # (as fan_out/deliver: a muted subscriber is sent nothing and its
+                        # seq stays put)
                         for sub in tuple(subs or ()):
-                            if sub.alive and sub.has_seq:
+                            if sub.alive and sub.has_seq and not (
+                                    f.muted and f.is_muted(sub.channel, sub.session.key_id)):
                                 sub.seq += 1
                         continue
                 if subs:
-                    body = enc.delta_body(ev, states[ev.idx].st.market_id)  # type: ignore[union-attr,arg-type]
-                    for sub in tuple(subs):
-                        self.deliver(sub, "orderbook_delta", body)
+                    mid = states[ev.idx].st.market_id  # type: ignore[union-attr]
+                    # knob delta_no_ts_share: a deterministic share of deltas carry no ts/ts_ms
+                    no_ts = bool(no_ts_per_m) and (n * 2_654_435_761) % 1_000_000 < no_ts_per_m
+                    if no_ts:
+                        f.count("delta_no_ts")
+                    body = enc.delta_body(ev, mid, no_ts)  # type: ignore[arg-type]
+                    if ev.side == "no" and any(s.yes_scale for s in subs):  # type: ignore[union-attr]
+                        # use_yes_price subscribers get the NO price on the YES scale
+                        body_y = enc.delta_body(
+                            ev._replace(price=ONE_DOLLAR - ev.price), mid, no_ts)  # type: ignore[union-attr,arg-type]
+                        fan([s for s in subs if not s.yes_scale], delta_t, body)
+                        fan([s for s in subs if s.yes_scale], delta_t, body_y)
+                    else:
+                        fan(subs, delta_t, body)
             elif t is Trade:
                 n = self.trade_n
                 self.trade_n += 1
@@ -174,29 +256,25 @@ class Hub:
                 subs = tr_idx.get(ev.ticker)  # type: ignore[union-attr]
                 if tr_all or subs:
                     body = enc.trade_body(ev)  # type: ignore[arg-type]
-                    for sub in tuple(tr_all):
-                        self.deliver(sub, "trade", body)
+                    if tr_all:
+                        fan(tr_all, trade_t, body)
                     if subs:
-                        for sub in tuple(subs):
-                            self.deliver(sub, "trade", body)
+                        fan(subs, trade_t, body)
             elif t is Ticker:
                 subs = tk_idx.get(ev.ticker)  # type: ignore[union-attr]
                 if tk_all or subs:
                     body = enc.ticker_body(ev, states[ev.idx].st.market_id)  # type: ignore[union-attr,arg-type]
-                    for sub in tuple(tk_all):
-                        self.deliver(sub, "ticker", body)
+                    if tk_all:
+                        fan(tk_all, ticker_t, body)
                     if subs:
-                        for sub in tuple(subs):
-                            self.deliver(sub, "ticker", body)
+                        fan(subs, ticker_t, body)
             elif t is Lifecycle:
                 if lc_all:
                     body = enc.lifecycle_body(ev, states[ev.idx].st)  # type: ignore[union-attr,arg-type]
-                    for sub in tuple(lc_all):
-                        self.deliver(sub, "market_lifecycle_v2", body)
+                    fan(lc_all, self.templates("market_lifecycle_v2"), body)
             elif t is EventLifecycle and lc_all:
-                body = enc.event_lifecycle_body(ev)  # type: ignore[arg-type]
-                for sub in tuple(lc_all):
-                    self.deliver(sub, "event_lifecycle", body)
+                fan(lc_all, self.templates("event_lifecycle"),
+                    enc.event_lifecycle_body(ev))  # type: ignore[arg-type]
 
     # --- FaultTarget ----------------------------------------------------------------------
     def _terminate(self, sub: Sub, code: int) -> None:
@@ -206,7 +284,7 @@ class Hub:
         sub.alive = False
         self.remove_sub(sub)
         # The error frame goes out even when the buffer is full (it is the last word).
-        sess.out.append((error_frame(None, code, sub.sid), False))
+        sess.out.append(error_frame(None, code, sub.sid))
         sess.notify()
 
     def terminate_sids(self, code: int, sid: int | None, channel: str | None) -> int:
@@ -241,6 +319,9 @@ class Hub:
         for sess in self.sessions:
             sess.push(data, binary)
         return len(self.sessions)
+
+    def connections_of(self, key_id: str | None) -> int:
+        return sum(1 for s in self.sessions if s.key_id == key_id)
 
     def stats(self) -> dict[str, int]:
         return {"connections": len(self.sessions), "frames": self.frames,

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from .auth import H_KEY, AuthError, KeyEntry, KeyRegistry
-from .catalog import Catalog
+from .catalog import MVE_SERIES, Catalog
 from .config import SimConfig
 from .encode import STATUS_FILTER, Encoder, iso_ms
 from .engine import Engine, MarketState
@@ -55,15 +55,21 @@ def enc_cursor(tag: str, n: int) -> str:
 
 
 def dec_cursor(tag: str, c: str | None) -> int | None:
+    got = dec_cursor_any(tag, c)
+    return None if got is None else got[1]
+
+
+def dec_cursor_any(tags: str, c: str | None) -> tuple[str, int] | None:
+    """(tag, n) of a cursor whose one-letter tag is any of ``tags``; None for no cursor."""
     if not c:
         return None
     try:
         raw = base64.urlsafe_b64decode(c + "=" * (-len(c) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         raise BadRequest("invalid cursor") from None
-    if not raw.startswith(tag) or not raw[len(tag):].isdigit():
+    if not raw or raw[0] not in tags or not raw[1:].isdigit():
         raise BadRequest("invalid cursor")
-    return int(raw[len(tag):])
+    return raw[0], int(raw[1:])
 
 
 def q_int(q: Any, name: str, default: int | None = None, lo: int | None = None,
@@ -89,6 +95,12 @@ def q_bool(q: Any, name: str) -> bool:
     if v.lower() in ("false", "0"):
         return False
     raise BadRequest(f"invalid {name}")
+
+
+def _from_list(tickers: str, parse: Callable[[str], int | None], start: int) -> list[int]:
+    """Indexes (at or after ``start``, ascending) of a comma-separated ``tickers`` filter."""
+    idx = sorted({i for t in tickers.split(",") if t if (i := parse(t.strip())) is not None})
+    return [i for i in idx if i >= start]
 
 
 class RestApi:
@@ -127,8 +139,10 @@ class RestApi:
             ("/markets/{ticker}/orderbook", self.orderbook),
             ("/historical/cutoff", self.hist_cutoff),
             ("/historical/markets", self.hist_markets),
+            ("/historical/markets/{ticker}", self.hist_market_one),
             ("/historical/trades", self.hist_trades),
             ("/account/limits", self.account_limits),
+            ("/account/endpoint_costs", self.account_endpoint_costs),
         ]
         for path, h in g:
             r.add_get(PREFIX + path, h, allow_head=False)
@@ -155,7 +169,9 @@ class RestApi:
         f = self.faults
         if f.pending["rest_hang"] and f.take("rest_hang"):
             await asyncio.sleep(f.rest_hang_s)
-        if f.pending["rest_5xx"] and f.take("rest_5xx"):
+        if f.pending["rest_5xx"] and (f.rest_5xx_path is None
+                                      or request.path == PREFIX + f.rest_5xx_path) \
+                and f.take("rest_5xx"):
             st = f.rest_5xx_status
             if st in (502, 504):  # CDN-style HTML page, as proxies serve them
                 return web.Response(status=st, text=f"<html><body><h1>{st}</h1></body></html>",
@@ -170,7 +186,7 @@ class RestApi:
         if f.pending["rest_429"] and f.take("rest_429"):
             return jresp(self.limiter.body(), 429, self.limiter.headers())
         entry = None
-        if self.keys.has_headers(request.headers) or request.path == PREFIX + "/account/limits":
+        if self.keys.has_headers(request.headers) or request.path.startswith(PREFIX + "/account/"):
             try:
                 entry = self.keys.verify(request.headers, request.method, request.path,
                                          self.now_ms(request.headers.get(H_KEY)))
@@ -180,17 +196,29 @@ class RestApi:
         request[KEY] = entry
         who = entry.key_id if entry else f"ip:{request.remote}"
         tier = (entry.tier or self.conf.tier) if entry else self.conf.anon_tier
-        if tier is not None and not self.limiter.allow(who, tier, request.method != "GET",
-                                                       time.monotonic()):
-            self.counters["rest_429_limited"] += 1
-            f.count("rate_limited")
-            return jresp(self.limiter.body(), 429, self.limiter.headers())
+        if tier is not None:
+            cost = self.request_cost(request)
+            if not self.limiter.allow(who, tier, request.method != "GET", time.monotonic(), cost):
+                self.counters["rest_429_limited"] += 1
+                f.count("rate_limited")
+                return jresp(self.limiter.body(), 429, self.limiter.headers())
         try:
             return await handler(request)
         except BadRequest as e:
             return err(400, "bad_request", str(e))
         except web.HTTPException as e:
             return err(e.status, "not_found" if e.status == 404 else "bad_request", e.reason)
+
+    def request_cost(self, request: web.Request) -> int:
+        """Tokens this request costs: its endpoint's cost, times its items on batch endpoints."""
+        route = request.match_info.route.resource
+        template = route.canonical[len(PREFIX):] if route is not None else request.path
+        items = 1
+        if template == "/markets/orderbooks":
+            items = sum(1 for v in request.query.getall("tickers", []) for t in v.split(",") if t)
+        elif template == "/markets/candlesticks":
+            items = sum(1 for t in request.query.get("market_tickers", "").split(",") if t)
+        return self.limiter.cost(template, items)
 
     async def _truncated(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         full = await handler(request)
@@ -209,14 +237,31 @@ class RestApi:
         s = self.engine.states.get(i)
         if s is not None:
             return self.engine.status_of(s)
-        st = self.cat.static(i)
+        open_ms, close_ms = self.cat.window(i)  # an untouched market: its times decide
         now = self.engine.now_ms
-        return "initialized" if now < st.open_ms else ("closed" if now >= st.close_ms
-                                                        else "active")
+        return "initialized" if now < open_ms else ("closed" if now >= close_ms else "active")
 
     def market_obj(self, i: int) -> dict[str, Any]:
         s = self.engine.view(i)
         return self.enc.market(s, self.engine.status_of(s))
+
+    def mve_obj(self, j: int) -> dict[str, Any]:
+        return self.enc.mve_market(j, self.mve_status(j))
+
+    def mve_status(self, j: int) -> str:
+        return "active" if self.engine.now_ms < self.cat.mve_static(j).close_ms else "closed"
+
+    def cutoff_ms(self) -> int:
+        """The historical cutoff now: ``historical_window_ms`` behind the exchange clock, moved
+        forward in steps of ``historical_step_ms`` (Kalshi advances it periodically)."""
+        step = max(1, self.conf.historical_step_ms)
+        return (self.engine.now_ms - self.conf.historical_window_ms) // step * step
+
+    def is_historical(self, i: int) -> bool:
+        """Settled before the cutoff: served only by ``/historical/markets``. Only markets the
+        engine touched can have settled (the derived population closes days after start)."""
+        s = self.engine.states.get(i)
+        return s is not None and s.settled_ms is not None and s.settled_ms < self.cutoff_ms()
 
     # --- exchange -----------------------------------------------------------------------
     async def exchange_status(self, request: web.Request) -> web.Response:
@@ -319,9 +364,7 @@ class RestApi:
         event = q.get("event_ticker")
         series = q.get("series_ticker")
         if tickers:
-            idx = sorted({i for t in tickers.split(",") if t
-                          if (i := self.cat.parse_market(t.strip())) is not None})
-            yield from (i for i in idx if i >= start)
+            yield from _from_list(tickers, self.cat.parse_market, start)
             return
         if event:
             e = self.cat.parse_event(event)
@@ -344,11 +387,35 @@ class RestApi:
             return
         yield from range(start, self.cat.count)
 
+    def _mve_candidates(self, q: Any, start: int) -> Iterator[int]:
+        tickers = q.get("tickers")
+        event = q.get("event_ticker")
+        series = q.get("series_ticker")
+        if tickers:
+            yield from _from_list(tickers, self.cat.parse_mve, start)
+        elif event:
+            j = self.cat.parse_mve(event + "-COMBO")
+            if j is not None and j >= start:
+                yield j
+        elif series is None or series == MVE_SERIES:
+            yield from range(start, self.cat.n_mve)
+
+    def _listing(self, q: Any, mve: str | None,
+                 after: tuple[str, int] | None) -> Iterator[tuple[str, int]]:
+        """What /markets walks, in a stable order: combo markets ("v", j) first (a static set),
+        then ordinary markets ("m", i) in index order (new ones append at the end)."""
+        if mve != "exclude" and (after is None or after[0] == "v"):
+            start = 0 if after is None else after[1] + 1
+            yield from (("v", j) for j in self._mve_candidates(q, start))
+        if mve != "only":
+            start = 0 if after is None or after[0] == "v" else after[1] + 1
+            yield from (("m", i) for i in self._candidates(q, start))
+
     async def markets_list(self, request: web.Request) -> web.Response:
         q = request.query
         limit = q_int(q, "limit", 100, 0, 1000)
         limit = limit or 100
-        after = dec_cursor("m", q.get("cursor"))
+        after = dec_cursor_any("vm", q.get("cursor"))
         status = q.get("status")
         if status is not None and status not in STATUS_FILTER:
             raise BadRequest("invalid status")
@@ -371,25 +438,32 @@ class RestApi:
                 status or created or closed or settled or q.get("event_ticker")
                 or q.get("series_ticker") or q.get("tickers") or mve == "only"):
             raise BadRequest("min_updated_ts is incompatible with other filters")
-        if mve == "only":
-            return jresp({"markets": [], "cursor": ""})
         allowed = STATUS_FILTER[status] if status else None
+        timed = created or closed or settled or b["min_updated_ts"] is not None
         out: list[dict[str, Any]] = []
-        last = None
+        last: tuple[str, int] | None = None
         exhausted = True
-        for n, i in enumerate(self._candidates(q, 0 if after is None else after + 1)):
+        for n, item in enumerate(self._listing(q, mve, after)):
             if n >= SCAN_BUDGET or len(out) >= limit:
                 exhausted = False
                 break
-            last = i
-            if allowed is not None and self.status_of(i) not in allowed:
-                continue
-            if created or closed or settled or b["min_updated_ts"] is not None:
-                s = self.engine.view(i)
-                if not self._time_ok(s, b):
+            last = item
+            tag, k = item
+            if tag == "v":
+                if allowed is not None and self.mve_status(k) not in allowed:
                     continue
-            out.append(self.market_obj(i))
-        cursor = "" if exhausted or last is None else enc_cursor("m", last)
+                if timed and not self._time_ok(MarketState(self.cat.mve_static(k), {}, {}), b):
+                    continue
+                out.append(self.mve_obj(k))
+                continue
+            if allowed is not None and self.status_of(k) not in allowed:
+                continue
+            if self.is_historical(k):
+                continue  # settled before the cutoff: /historical/markets only
+            if timed and not self._time_ok(self.engine.view(k), b):
+                continue
+            out.append(self.market_obj(k))
+        cursor = "" if exhausted or last is None else enc_cursor(*last)
         return jresp({"markets": out, "cursor": cursor})
 
     @staticmethod
@@ -415,16 +489,23 @@ class RestApi:
         return self.engine.now_ms - self.cat.static(i).created_ms < lag
 
     async def market_one(self, request: web.Request) -> web.Response:
-        i = self.cat.parse_market(request.match_info["ticker"])
-        if i is None or self._hidden(i):
+        ticker = request.match_info["ticker"]
+        j = self.cat.parse_mve(ticker)
+        if j is not None:
+            return jresp({"market": self.mve_obj(j)})
+        i = self.cat.parse_market(ticker)
+        if i is None or self._hidden(i) or self.is_historical(i):
             return err(404, "market_not_found", "market not found")
         return jresp({"market": self.market_obj(i)})
 
     async def orderbook(self, request: web.Request) -> web.Response:
-        i = self.cat.parse_market(request.match_info["ticker"])
+        ticker = request.match_info["ticker"]
+        depth = q_int(request.query, "depth", 0, None, 100) or 0
+        if self.cat.parse_mve(ticker) is not None:
+            return jresp(self.enc.orderbook({}, {}, depth))  # combos trade by RFQ: no book
+        i = self.cat.parse_market(ticker)
         if i is None or self._hidden(i):
             return err(404, "market_not_found", "market not found")
-        depth = q_int(request.query, "depth", 0, None, 100) or 0
         yes, no = self._rest_book(i)
         return jresp(self.enc.orderbook(yes, no, depth))
 
@@ -441,6 +522,9 @@ class RestApi:
             raise BadRequest("tickers must list 1 to 100 markets")
         out = []
         for t in tickers:
+            if self.cat.parse_mve(t) is not None:
+                out.append({"ticker": t, **self.enc.orderbook({}, {}, 0)})
+                continue
             i = self.cat.parse_market(t)
             if i is None:
                 continue  # unknown tickers are left out of the batch
@@ -450,6 +534,11 @@ class RestApi:
 
     # --- trades -------------------------------------------------------------------------
     async def trades(self, request: web.Request) -> web.Response:
+        return self._trades(request, historical=False)
+
+    def _trades(self, request: web.Request, historical: bool) -> web.Response:
+        """Trades newest first; the live endpoint holds those created at or after the cutoff,
+        ``/historical/trades`` the older ones (docs.kalshi.com/getting_started/historical_data)."""
         q = request.query
         limit = q_int(q, "limit", 100, 0, 1000) or 100
         before = dec_cursor("t", q.get("cursor"))
@@ -460,7 +549,13 @@ class RestApi:
         # Filters apply to the REST timestamp (created_time) in seconds.
         lo = None if min_ts is None else min_ts * 1_000_000 - skew
         hi = None if max_ts is None else (max_ts + 1) * 1_000_000 - 1 - skew
-        idx = self.truth.trade_indexes(ticker, lo, hi, before)
+        cut = self.cutoff_ms() * 1000 - skew
+        if historical:
+            hi = cut - 1 if hi is None else min(hi, cut - 1)
+        else:
+            lo = cut if lo is None else max(lo, cut)
+        idx = self.truth.trade_indexes(ticker, lo, hi, before) if lo is None or hi is None \
+            or lo <= hi else range(0)
         page = idx[: limit + 1]
         more = len(page) > limit
         page = page[:limit]
@@ -505,18 +600,18 @@ class RestApi:
             cur[14] = min(cur[14], c[14])  # type: ignore[type-var]
             cur[15] = c[15]
         out: list[dict[str, Any]] = []
-        prev: int | None = None
+        prev: list[int | None] | None = None  # the last real candle before this one
         for b_end in sorted(buckets):
             c = buckets[b_end]
             if b_end < start:
-                prev = c[3]
+                prev = c
                 continue
             if b_end > end:
                 break
-            if latest and not out:
+            if latest and not out and prev is not None:
                 out.append(self.enc.candle(start, None, prev))
             out.append(self.enc.candle(b_end, c, prev))
-            prev = c[3]
+            prev = c
         if latest and not out and prev is not None:
             out.append(self.enc.candle(start, None, prev))
         return out
@@ -561,20 +656,37 @@ class RestApi:
 
     # --- historical / account -----------------------------------------------------------
     async def hist_cutoff(self, request: web.Request) -> web.Response:
-        # Nothing is archived: the cutoff is the start of the run.
-        t = iso_ms(self.cat.start_ms)
+        t = iso_ms(self.cutoff_ms())
         return jresp({"market_settled_ts": t, "trades_created_ts": t, "orders_updated_ts": t})
 
     async def hist_markets(self, request: web.Request) -> web.Response:
-        q_int(request.query, "limit", 100, 0, 1000)
-        return jresp({"markets": [], "cursor": ""})
+        """Markets settled before the cutoff, in index order (only touched markets settle)."""
+        q = request.query
+        limit = q_int(q, "limit", 100, 0, 1000) or 100
+        after = dec_cursor("h", q.get("cursor"))
+        want = {t for t in (q.get("tickers") or "").split(",") if t}
+        idx = sorted(i for i in self.engine.states if self.is_historical(i)
+                     and (after is None or i > after))
+        if want:
+            idx = [i for i in idx if self.cat.market_ticker(i) in want]
+        page = idx[:limit]
+        cursor = enc_cursor("h", page[-1]) if len(idx) > limit else ""
+        return jresp({"markets": [self.market_obj(i) for i in page], "cursor": cursor})
+
+    async def hist_market_one(self, request: web.Request) -> web.Response:
+        i = self.cat.parse_market(request.match_info["ticker"])
+        if i is None or not self.is_historical(i):
+            return err(404, "market_not_found", "market not found")
+        return jresp({"market": self.market_obj(i)})
 
     async def hist_trades(self, request: web.Request) -> web.Response:
-        q_int(request.query, "limit", 100, 0, 1000)
-        return jresp({"trades": [], "cursor": ""})
+        return self._trades(request, historical=True)
 
     async def account_limits(self, request: web.Request) -> web.Response:
         entry = request[KEY]
         assert entry is not None  # the middleware requires a signature on this path
         return jresp(self.limiter.limits(entry.tier or self.conf.tier))
+
+    async def account_endpoint_costs(self, request: web.Request) -> web.Response:
+        return jresp(self.limiter.endpoint_costs())
 

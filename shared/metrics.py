@@ -8,6 +8,14 @@ one test process, and a test reads its own registry with ``get_sample_value``.
 
 No metric has a per-market label: a million markets would be a million series.
 
+Every label combination the code knows at start is created at 0 when the process starts
+(``GathererMetrics.init_labels``, ``DeduplicatorMetrics.init_labels``): /metrics lists each series
+from the first scrape, so the runbook's greps find ``writer_errors_total`` before the first error
+and ``rate()``/``increase()`` alerts see the first error instead of a series born at 1. The label
+values are the constants below; tests/shared/test_metrics.py checks the code uses no other.
+Gauges that carry a measurement (lags, timestamps, per-socket state) are not pre-set: a 0 there
+would claim something no one measured.
+
 Usage::
 
     registry = CollectorRegistry()
@@ -17,10 +25,40 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
+
+# ---- known label values ---------------------------------------------------------------------
+WS_ROLES = ("ticker", "trade", "lifecycle", "orderbook")  # gatherer/connection.py ROLES
+WS_CHANNELS = ("ticker", "trade", "market_lifecycle_v2", "orderbook_delta")
+# shared/db.py error_type(): writer_errors_total{type}, dedup_errors_total{type}
+DB_ERROR_TYPES = ("connection", "constraint", "timeout", "other")
+# deduplicator/sync.py: a gatherer database refused for its identity or schema, a failed ack
+DEDUP_ERROR_TYPES = (*DB_ERROR_TYPES, "identity", "schema", "ack")
+# gatherer/connection.py: _error_kind() (handshake_<HTTP status> is created when seen) + the rest
+WS_ERROR_TYPES = ("auth", "closed", "reset", "closed_error", "handshake", "timeout", "refused", "network",
+                  "internal", "ping_timeout", "silent", "subscribe_timeout")
+# Kalshi's WebSocket error codes (kalshi-protocol.md 4.3; 6, 16, 17 retired)
+KALSHI_WS_ERROR_CODES = tuple(str(c) for c in (*range(1, 6), *range(7, 16), *range(18, 29)))
+# market_lifecycle_v2 event_type (kalshi-protocol.md) and the other lifecycle kinds
+LIFECYCLE_TYPES = ("created", "activated", "deactivated", "close_date_updated", "determined", "settled",
+                   "price_level_structure_updated", "metadata_updated", "event_lifecycle", "event_fee_update")
+# Every REST path template the gatherer calls (the endpoint label of the REST metrics)
+REST_ENDPOINTS = ("/series", "/events", "/markets", "/exchange/status", "/account/limits", "/account/endpoint_costs",
+                  "/historical/cutoff",
+                  "/markets/orderbooks", "/markets/{ticker}/orderbook", "/markets/trades", "/historical/trades")
+# rest_requests_total{status}: the outcomes that are not an HTTP status, plus success and 429
+REST_STATUSES = ("200", "429", "timeout", "error", "bad_body")
+BACKFILL_REASONS = ("startup", "sweep", "reconnect", "seq_gap", "admin")
+# gatherer/router.py: why a book was queued for a resync (resync_requests_total{reason})
+RESYNC_REASONS = ("no_snapshot", "negative_level", "seq_gap", "rejected_frame", "book_mismatch", "admin")
+# gatherer/resync.py: the steps of the resync state machine, and what ended a resync
+RESYNC_STEPS = ("get_snapshot", "resubscribe", "rest_snapshot")
+RESYNC_ENDINGS = (*RESYNC_STEPS, "reconnect", "abandoned")
 
 # Flushes of a 10k-row COPY take ~5-50 ms locally; RDS pages up to a few seconds.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -117,6 +155,23 @@ class GathererMetrics(DbPoolMetrics):
         self.conn_manager_subscribe_errors_total = Counter(
             "conn_manager_subscribe_errors_total", "Error frames answering a command",
             ["channel", "error_code"], registry=r)
+        # Kalshi's unpublished WebSocket limits, as learnt from its answers (issue #14)
+        self.conn_manager_markets_per_subscription = Gauge(
+            "conn_manager_markets_per_subscription", "Markets we put in one orderbook "
+            "subscription (lowered towards the exchange's limit on error 26)", registry=r)
+        self.conn_manager_commands_per_second = Gauge(
+            "conn_manager_commands_per_second", "Commands per second we send on one socket "
+            "(lowered on error 27)", registry=r)
+        self.conn_manager_parked_connections = Gauge(
+            "conn_manager_parked_connections", "Orderbook sockets not opened: over the per-key "
+            "socket limit (configured, or learnt from handshake 429s)", registry=r)
+        self.conn_manager_quarantined_markets = Gauge(
+            "conn_manager_quarantined_markets", "Open markets the exchange refuses to subscribe, "
+            "waiting for a lifecycle change or the retry timer", registry=r)
+        self.conn_manager_quarantine_total = Counter(
+            "conn_manager_quarantine_total", "Markets quarantined after a refused subscribe "
+            "(named: the error named them; bisected: found by splitting the command)",
+            ["reason"], registry=r)
         # router
         self.router_messages_routed_total = Counter(
             "router_messages_routed_total", "Frames decoded and routed", ["type"], registry=r)
@@ -126,6 +181,9 @@ class GathererMetrics(DbPoolMetrics):
             "router_unknown_messages_total", "Frames of an unknown type", registry=r)
         self.router_duplicates_total = Counter(
             "router_duplicates_total", "Frames dropped as duplicate/old seq", ["role"], registry=r)
+        self.router_delta_timestamps_missing_total = Counter(
+            "router_delta_timestamps_missing_total", "Orderbook deltas without ts/ts_ms, stored "
+            "with their receive time as exchange time", registry=r)
         # writers
         self.writer_inserts_total = Counter(
             "writer_inserts_total", "Rows committed", ["writer"], registry=r)
@@ -142,6 +200,10 @@ class GathererMetrics(DbPoolMetrics):
         self.writer_copy_fallbacks_total = Counter(
             "writer_copy_fallbacks_total", "Batches the database refused on the direct-COPY fast "
             "path (a duplicate or bad row), then written through staging", ["writer"], registry=r)
+        self.writer_batch_duplicates_total = Counter(
+            "writer_batch_duplicates_total", "Rows dropped before writing as repeats of an "
+            "earlier row of the same batch (trades: the same trade_id, e.g. from two trade "
+            "sockets)", ["writer"], registry=r)
         self.writer_queue_rows = Gauge(
             "writer_queue_rows", "Rows accepted but not yet committed", ["writer"], registry=r)
         self.writer_queue_max_rows = Gauge(
@@ -191,6 +253,10 @@ class GathererMetrics(DbPoolMetrics):
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 900, 1800), registry=r)
         self.poller_book_mismatches_total = Counter(
             "poller_book_mismatches_total", "REST book differed from the WS-reconstructed book", registry=r)
+        self.poller_no_side_convention_mismatches_total = Counter(
+            "poller_no_side_convention_mismatches_total", "WS book's NO side equals the REST book's "
+            "NO side mirrored (1 - price): the WebSocket changed its NO price convention "
+            "(use_yes_price)", registry=r)
         self.backfill_trades_total = Counter(
             "backfill_trades_total", "Trades fetched by REST backfill", registry=r)
         self.backfill_requests_total = Counter(
@@ -216,6 +282,64 @@ class GathererMetrics(DbPoolMetrics):
         self.rest_clock_skew_seconds = Gauge(
             "rest_clock_skew_seconds", "Our clock minus the exchange's Date header (last answer)",
             registry=r)
+        self.rest_tokens_spent_total = Counter(
+            "rest_tokens_spent_total", "Tokens our requests were billed (Kalshi's cost per "
+            "request, per item on batch endpoints)", ["bucket"], registry=r)
+        self.rest_budget_tokens_per_second = Gauge(
+            "rest_budget_tokens_per_second", "The key's token budget per second (from "
+            "/account/limits, else the configured tier)", ["bucket"], registry=r)
+        self.rest_budget_capacity_tokens = Gauge(
+            "rest_budget_capacity_tokens", "The key's bucket capacity in tokens", ["bucket"],
+            registry=r)
+        self.rest_historical_cutoff_timestamp = Gauge(
+            "rest_historical_cutoff_timestamp", "Kalshi's historical cutoff for trades (unix s): "
+            "older trades are read from /historical/trades", registry=r)
+
+    def init_labels(self, writers: Sequence[str], routed_types: Sequence[str] = (),
+                    parse_reasons: Sequence[str] = ()) -> None:
+        """Create every known label combination at 0 (see the module docstring); the caller
+        passes what its own modules define (writer tables, routed frame types, decoder reasons)."""
+        for t in routed_types:
+            self.router_messages_routed_total.labels(type=t)
+        for r in parse_reasons:
+            self.router_parse_errors_total.labels(reason=r)
+        for w in writers:
+            for t in DB_ERROR_TYPES:
+                self.writer_errors_total.labels(writer=w, type=t)
+            for family in (self.writer_inserts_total, self.writer_rejected_rows_total, self.writer_batch_size,
+                           self.writer_flush_duration_seconds, self.writer_copy_fallbacks_total,
+                           self.writer_backpressure_seconds_total, self.writer_batch_duplicates_total,
+                           self.writer_spool_spilled_rows_total, self.writer_spool_replayed_rows_total,
+                           self.writer_spool_corrupt_chunks_total):
+                family.labels(writer=w)
+        for role in WS_ROLES:
+            for family in (self.ws_client_messages_received_total, self.ws_client_bytes_received_total,
+                           self.conn_manager_sequence_gaps_total, self.conn_manager_reconnects_total,
+                           self.router_duplicates_total):
+                family.labels(role=role)
+            self.conn_manager_connections_healthy.labels(role=role)
+        for t in WS_ERROR_TYPES:
+            self.ws_client_errors_total.labels(type=t)
+        for channel in WS_CHANNELS:
+            for code in KALSHI_WS_ERROR_CODES:
+                self.conn_manager_subscribe_errors_total.labels(channel=channel, error_code=code)
+        for t in LIFECYCLE_TYPES:
+            self.market_registry_lifecycle_events_total.labels(type=t)
+        for endpoint in REST_ENDPOINTS:
+            self.market_registry_rest_errors_total.labels(endpoint=endpoint)
+            for status in REST_STATUSES:
+                self.rest_requests_total.labels(endpoint=endpoint, status=status)
+        for reason in BACKFILL_REASONS:
+            self.backfill_requests_total.labels(reason=reason)
+        for reason in RESYNC_REASONS:
+            self.resync_requests_total.labels(reason=reason)
+        for step in RESYNC_STEPS:
+            self.resync_steps_total.labels(step=step)
+        for how in RESYNC_ENDINGS:
+            self.resync_completed_total.labels(how=how)
+        for reason in ("named", "bisected"):
+            self.conn_manager_quarantine_total.labels(reason=reason)
+        self.rest_tokens_spent_total.labels(bucket="read")
 
 
 class DeduplicatorMetrics(DbPoolMetrics):
@@ -249,6 +373,19 @@ class DeduplicatorMetrics(DbPoolMetrics):
         self.dedup_rejected_rows_total = Counter(
             "dedup_rejected_rows_total", "Rows production refused, set aside in its rejected_rows",
             ["gatherer", "table"], registry=r)
+
+    def init_labels(self, gatherers: Sequence[str], tables: Sequence[str]) -> None:
+        """Create every known label combination at 0 (see the module docstring)."""
+        for table in tables:
+            self.dedup_records_written_total.labels(table=table)
+            self.dedup_duplicates_total.labels(table=table)
+            self.dedup_page_duration_seconds.labels(table=table)
+            for g in gatherers:
+                self.dedup_rows_read_total.labels(gatherer=g, table=table)
+                self.dedup_rejected_rows_total.labels(gatherer=g, table=table)
+        for g in (*gatherers, "production"):
+            for t in DEDUP_ERROR_TYPES:
+                self.dedup_errors_total.labels(gatherer=g, type=t)
 
 
 class ArchiveMetrics:

@@ -7,11 +7,16 @@ second waits, then finds everything applied.
 
 The same files also run standalone under ``psql -v ON_ERROR_STOP=1 -f`` (the runbook does that);
 the runner adds only the bookkeeping.
+
+The files are read from the ``migrations`` package through ``importlib.resources``: the
+repository's ``migrations/`` folder in a checkout, the wheel's package data once installed, so a
+host with nothing but the wheel can migrate. An installation without them fails with one line.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +33,17 @@ _LOCK_KEY = 0x6B616C7368696D67
 
 
 def migrations_dir() -> Path:
-    """The repository's migrations/ folder (installed editable, or beside the package)."""
-    return Path(__file__).resolve().parent.parent / "migrations"
+    """The folder of the installed ``migrations`` package (the repository's migrations/ in a
+    checkout); raises ``MigrationError`` when this installation has none."""
+    try:
+        root = importlib.resources.files("migrations")
+    except ModuleNotFoundError:
+        root = None
+    # pip always installs wheels onto the file system, where files() is a real directory.
+    if not isinstance(root, Path) or not (root / "roles.sql").is_file():
+        raise MigrationError("migrations", "not installed with this kalshi-data (no migrations package "
+                             "data next to shared/); reinstall from a complete wheel")
+    return root
 
 
 @dataclass(frozen=True)
@@ -57,6 +71,8 @@ def list_migrations(target: Target, root: Path | None = None) -> list[MigrationF
         if not m:
             raise MigrationError(p.name, "file name must look like NNN_name.sql")
         out.append(MigrationFile(int(m.group(1)), p.name, p))
+    if not out:
+        raise MigrationError(str(folder), "no migration files (NNN_name.sql) in this installation")
     versions = [m.version for m in out]
     if len(set(versions)) != len(versions):
         raise MigrationError(str(folder), "two files share a version number")

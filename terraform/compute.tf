@@ -1,61 +1,7 @@
 # Three gatherers (t4g.2xlarge, each with a gp3 data volume for its local PostgreSQL/TimescaleDB)
-# spread over the private subnets, and one deduplicator (t4g.xlarge). cloud-init installs the
-# package, the systemd units of ../systemd/ and the configuration; see cloud-init/.
-
-locals {
-  gatherer_configs = [
-    for i, id in local.gatherer_ids : yamlencode({
-      gatherer_id = id
-      kalshi = {
-        env                = var.kalshi_env
-        rest_url           = local.kalshi_urls[var.kalshi_env].rest
-        ws_url             = local.kalshi_urls[var.kalshi_env].ws
-        api_key_id         = length(var.kalshi_api_key_ids) > i ? var.kalshi_api_key_ids[i] : ""
-        private_key_secret = aws_secretsmanager_secret.kalshi_api_key[i].name
-      }
-      database = {
-        host            = "/var/run/postgresql"
-        port            = local.postgres_port
-        dbname          = "kalshi_ts"
-        user            = "gatherer"
-        password_secret = aws_secretsmanager_secret.db["gatherer-db-password"].name
-      }
-      health  = { host = "0.0.0.0", port = local.health_port }
-      metrics = { host = "0.0.0.0", port = local.metrics_port }
-      logging = { level = "INFO", format = "json" }
-    })
-  ]
-
-  deduplicator_config = yamlencode({
-    gatherers = [
-      for i, id in local.gatherer_ids : {
-        id              = id
-        host            = aws_instance.gatherer[i].private_ip
-        port            = local.postgres_port
-        dbname          = "kalshi_ts"
-        user            = "dedup_reader"
-        password_secret = aws_secretsmanager_secret.db["dedup-reader-password"].name
-      }
-    ]
-    production = {
-      host            = aws_db_instance.production.address
-      port            = aws_db_instance.production.port
-      dbname          = aws_db_instance.production.db_name
-      user            = "deduplicator"
-      password_secret = aws_secretsmanager_secret.db["deduplicator-db-password"].name
-    }
-    health  = { host = "0.0.0.0", port = local.health_port }
-    metrics = { host = "0.0.0.0", port = local.metrics_port }
-    logging = { level = "INFO", format = "json" }
-  })
-
-  common_template_vars = {
-    aws_region       = var.aws_region
-    package          = var.kalshi_data_package
-    migrator_unit    = file("${path.module}/../systemd/kalshi-migrator.service")
-    postgres_version = var.postgres_major_version
-  }
-}
+# spread over the private subnets, and one deduplicator (t4g.xlarge). Their user data (files and
+# bootstrap) is rendered by module.host_files (hosts.tf); cloud-init writes it and runs the
+# bootstrap, which installs the package and enables the units of ../systemd/.
 
 resource "aws_instance" "gatherer" {
   count = var.gatherer_count
@@ -85,15 +31,7 @@ resource "aws_instance" "gatherer" {
     delete_on_termination = true
   }
 
-  user_data_base64 = base64gzip(templatefile("${path.module}/cloud-init/gatherer.yaml.tftpl", merge(local.common_template_vars, {
-    gatherer_id          = local.gatherer_ids[count.index]
-    gatherer_config      = local.gatherer_configs[count.index]
-    gatherer_unit        = file("${path.module}/../systemd/kalshi-gatherer.service")
-    bootstrap_script     = file("${path.module}/cloud-init/bootstrap-gatherer.sh")
-    gatherer_secret      = aws_secretsmanager_secret.db["gatherer-db-password"].name
-    dedup_reader_secret  = aws_secretsmanager_secret.db["dedup-reader-password"].name
-    dedup_reader_network = var.vpc_cidr
-  })))
+  user_data_base64 = base64gzip(module.host_files.gatherer_user_data[count.index])
 
   tags = { Name = "${local.name}-${local.gatherer_ids[count.index]}", Role = "gatherer", GathererId = local.gatherer_ids[count.index] }
 
@@ -150,20 +88,7 @@ resource "aws_instance" "deduplicator" {
     delete_on_termination = true
   }
 
-  user_data_base64 = base64gzip(templatefile("${path.module}/cloud-init/deduplicator.yaml.tftpl", merge(local.common_template_vars, {
-    deduplicator_config    = local.deduplicator_config
-    deduplicator_unit      = file("${path.module}/../systemd/kalshi-deduplicator.service")
-    export_service         = file("${path.module}/../systemd/kalshi-export.service")
-    export_timer           = file("${path.module}/../systemd/kalshi-export.timer")
-    bootstrap_script       = file("${path.module}/cloud-init/bootstrap-deduplicator.sh")
-    archive_bucket         = aws_s3_bucket.archive.bucket
-    rds_host               = aws_db_instance.production.address
-    rds_port               = aws_db_instance.production.port
-    rds_db                 = aws_db_instance.production.db_name
-    rds_admin_user         = aws_db_instance.production.username
-    rds_master_secret      = aws_secretsmanager_secret.db["rds-master-password"].name
-    deduplicator_db_secret = aws_secretsmanager_secret.db["deduplicator-db-password"].name
-  })))
+  user_data_base64 = base64gzip(module.host_files.deduplicator_user_data)
 
   # Stateless apart from sync_cursors in production: a changed config (e.g. a new gatherer)
   # replaces the host, whose cloud-init then writes the new deduplicator.yaml.

@@ -1,5 +1,6 @@
-# One role per gatherer (it reads its own Kalshi key and the two local-database passwords) and
-# one for the deduplicator (production passwords, the dedup_reader password, the archive bucket).
+# One role per gatherer (it reads its own Kalshi key, its own admin token and the two
+# local-database passwords) and one for the deduplicator (production passwords, the dedup_reader
+# password, the archive bucket).
 # Every secret is named by ARN: no wildcard over the project's secrets. All hosts get the SSM
 # managed policy for Session Manager (no SSH, no inbound port).
 
@@ -31,6 +32,7 @@ data "aws_iam_policy_document" "gatherer" {
     actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
     resources = [
       aws_secretsmanager_secret.kalshi_api_key[count.index].arn,
+      aws_secretsmanager_secret.admin_token[count.index].arn,
       aws_secretsmanager_secret.db["gatherer-db-password"].arn,
       aws_secretsmanager_secret.db["dedup-reader-password"].arn,
     ]
@@ -74,6 +76,7 @@ data "aws_iam_policy_document" "deduplicator" {
       aws_secretsmanager_secret.db["rds-master-password"].arn,
       aws_secretsmanager_secret.db["deduplicator-db-password"].arn,
       aws_secretsmanager_secret.db["dedup-reader-password"].arn,
+      aws_secretsmanager_secret.db["analyst-password"].arn,
     ]
   }
 

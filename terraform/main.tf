@@ -5,20 +5,14 @@ locals {
   gatherer_ids = [for i in range(var.gatherer_count) : "gatherer-${i + 1}"]
   ami_id       = var.ami_id != "" ? var.ami_id : data.aws_ami.debian.id
 
-  kalshi_urls = {
-    prod = {
-      rest = "https://api.elections.kalshi.com/trade-api/v2"
-      ws   = "wss://api.elections.kalshi.com/trade-api/ws/v2"
-    }
-    demo = {
-      rest = "https://demo-api.kalshi.co/trade-api/v2"
-      ws   = "wss://demo-api.kalshi.co/trade-api/ws/v2"
-    }
-  }
+  # Production database and its master user (rds.tf); the migrator connects as that user.
+  production_db         = "kalshi_prod"
+  production_admin_user = "kalshi_admin"
 
-  # Ports every kalshi process serves (observability.md).
+  # Ports every kalshi process serves (observability.md); the admin API listens on loopback.
   health_port        = 8080
   metrics_port       = 9090
+  admin_port         = 8081
   node_exporter_port = 9100
   postgres_port      = 5432
 }

@@ -9,8 +9,21 @@ output "deduplicator_ip" {
 }
 
 output "rds_endpoint" {
-  description = "Production PostgreSQL endpoint (host:port)."
-  value       = aws_db_instance.production.endpoint
+  description = "Host name of the production PostgreSQL (psql -h); the port is rds_port."
+  value       = aws_db_instance.production.address
+}
+
+output "rds_port" {
+  description = "Port of the production PostgreSQL."
+  value       = aws_db_instance.production.port
+}
+
+output "private_dns_names" {
+  description = "Names the hosts resolve inside the VPC (private zone var.private_dns_zone)."
+  value = merge(
+    { for i, id in local.gatherer_ids : id => aws_route53_record.gatherer[i].fqdn },
+    { deduplicator = aws_route53_record.deduplicator.fqdn, production-rds = aws_route53_record.production_rds.fqdn },
+  )
 }
 
 output "s3_bucket" {
@@ -23,6 +36,7 @@ output "secret_names" {
   value = concat(
     [for s in aws_secretsmanager_secret.db : s.name],
     aws_secretsmanager_secret.kalshi_api_key[*].name,
+    aws_secretsmanager_secret.admin_token[*].name,
   )
 }
 

@@ -42,8 +42,8 @@ resource "aws_db_instance" "production" {
   engine_version = var.rds_engine_version
   instance_class = var.rds_instance_class
 
-  db_name  = "kalshi_prod"
-  username = "kalshi_admin"
+  db_name  = local.production_db
+  username = local.production_admin_user
   password = random_password.db["rds-master-password"].result
   port     = local.postgres_port
 
@@ -58,14 +58,16 @@ resource "aws_db_instance" "production" {
   publicly_accessible    = false
   parameter_group_name   = aws_db_parameter_group.production.name
 
-  backup_retention_period   = var.rds_backup_retention_days
-  backup_window             = "03:00-04:00"
-  maintenance_window        = "sun:04:30-sun:05:30"
-  copy_tags_to_snapshot     = true
-  delete_automated_backups  = false
-  deletion_protection       = var.rds_deletion_protection
-  skip_final_snapshot       = false
-  final_snapshot_identifier = "${local.name}-final"
+  backup_retention_period = var.rds_backup_retention_days
+  backup_window           = "03:00-04:00"
+  maintenance_window      = "sun:04:30-sun:05:30"
+  copy_tags_to_snapshot   = true
+  # Teardown (docs/runbook.md, "Tear down"): production keeps a final snapshot and its automated
+  # backups and is protected from deletion; a disposable environment keeps nothing.
+  delete_automated_backups  = var.disposable
+  deletion_protection       = var.rds_deletion_protection && !var.disposable
+  skip_final_snapshot       = var.disposable
+  final_snapshot_identifier = var.disposable ? null : "${local.name}-final"
 
   auto_minor_version_upgrade      = true
   allow_major_version_upgrade     = false

@@ -1,8 +1,11 @@
-# Parquet archive: s3://<bucket>/<table>/date=YYYY-MM-DD/part-*.parquet plus manifests.
+# Parquet archive: s3://<bucket>/table=<table>/date=YYYY-MM-DD/part-*.parquet plus manifests.
 # Private, versioned, encrypted, TLS-only, ageing into cheaper storage classes.
 
 resource "aws_s3_bucket" "archive" {
   bucket = "${local.name}-archive-${data.aws_caller_identity.current.account_id}"
+  # A versioned bucket with objects cannot be deleted; only a disposable environment's destroy
+  # empties it (every version) first. Production's archive outlives `terraform destroy`.
+  force_destroy = var.disposable
 }
 
 resource "aws_s3_bucket_ownership_controls" "archive" {

@@ -155,9 +155,13 @@ variable "postgres_major_version" {
 }
 
 variable "monitoring_cidrs" {
-  description = "CIDRs of the Prometheus/Grafana hosts allowed to reach /metrics (9090), /health (8080) and node exporter (9100)."
+  description = "CIDRs of the Prometheus/Grafana hosts allowed to reach /metrics (9090), /health (8080) and node exporter (9100). Required: without one, nothing can watch the fleet."
   type        = list(string)
-  default     = []
+
+  validation {
+    condition     = length(var.monitoring_cidrs) > 0
+    error_message = "monitoring_cidrs must list at least one CIDR (your Prometheus/Grafana hosts), or no one can reach /health and /metrics."
+  }
 
   validation {
     condition     = alltrue([for c in var.monitoring_cidrs : can(cidrnetmask(c)) && c != "0.0.0.0/0"])
@@ -174,12 +178,6 @@ variable "kalshi_env" {
     condition     = contains(["prod", "demo"], var.kalshi_env)
     error_message = "kalshi_env must be prod or demo."
   }
-}
-
-variable "kalshi_api_key_ids" {
-  description = "Kalshi API key ids, one per gatherer (not secret). The private keys go into the <project>/<environment>/kalshi-api-key-N secrets."
-  type        = list(string)
-  default     = []
 }
 
 variable "kalshi_data_package" {
@@ -212,8 +210,76 @@ variable "secret_recovery_window_days" {
   default     = 7
 }
 
+variable "private_dns_zone" {
+  description = "Private Route 53 zone of the VPC: gatherer-1..N, deduplicator and production-rds resolve in it (and, through the DHCP search list, by their short names)."
+  type        = string
+  default     = "internal"
+}
+
+variable "disposable" {
+  description = "A throwaway environment (staging, a rehearsal): no RDS deletion protection or final snapshot, a bucket that `terraform destroy` empties, secrets deleted without a recovery window. Never set it on production."
+  type        = bool
+  default     = false
+}
+
 variable "tags" {
   description = "Extra tags for every resource."
   type        = map(string)
   default     = {}
+}
+
+# --- monitoring host (monitoring.tf) ------------------------------------------------------------
+
+variable "monitoring_enabled" {
+  description = "Create the monitoring host: Prometheus, Alertmanager and Grafana provisioned from alerts/ and grafana/, reachable from monitoring_cidrs."
+  type        = bool
+  default     = false
+}
+
+variable "monitoring_instance_type" {
+  description = "EC2 type of the monitoring host."
+  type        = string
+  default     = "t4g.medium"
+}
+
+variable "monitoring_volume_size" {
+  description = "Size in GiB of the monitoring host's gp3 root volume (Prometheus' TSDB lives there)."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.monitoring_volume_size >= 20
+    error_message = "monitoring_volume_size must be at least 20 GiB."
+  }
+}
+
+variable "prometheus_retention" {
+  description = "How long the monitoring host's Prometheus keeps samples."
+  type        = string
+  default     = "30d"
+
+  validation {
+    condition     = can(regex("^[0-9]+(h|d|w|y)$", var.prometheus_retention))
+    error_message = "prometheus_retention must be a Prometheus duration such as 30d."
+  }
+}
+
+# --- Glue catalog over the archive (glue.tf) -----------------------------------------------------
+
+variable "glue_catalog" {
+  description = "Create a Glue Data Catalog database and tables (partition projection on date) over the Parquet archive, so Athena can query it (terraform/glue.tf)."
+  type        = bool
+  default     = false
+}
+
+variable "glue_archive_prefix" {
+  description = "Key prefix of the archive inside the bucket; must equal archive.prefix of the kalshi-data export config."
+  type        = string
+  default     = ""
+}
+
+variable "glue_projection_start" {
+  description = "First day (YYYY-MM-DD) the Glue tables' date projection covers."
+  type        = string
+  default     = "2026-01-01"
 }

@@ -1,8 +1,10 @@
 """Pytest fixtures for the exchange simulator (plugin: ``tests.fix_sim``).
 
 * ``sim`` -- a started tiny ``fp2026`` simulator on free 127.0.0.1 ports, manual virtual
-  clock (``await sim.advance(ms)``), no rate limits, fixed seed and start time, with a
-  registered key pair in ``sim_key``.
+  clock (``await sim.advance(ms)``), fixed seed and start time, with a registered key pair in
+  ``sim_key``. Kalshi's limits model is on, as everywhere (Basic tier token buckets, WebSocket
+  subscription/command/connection limits, refused tickers, combo markets, historical cutoff);
+  a test that needs more than a Basic key's budget says so and raises ``tier``/``anon_tier``.
 * ``sim_key`` -- ``SimKey(key_id, private_pem)`` registered on ``sim`` (one RSA pair per
   session, ``sim_keypair``).
 * ``rest`` -- an ``httpx.AsyncClient`` on ``sim.rest_url`` (anonymous).
@@ -29,7 +31,7 @@ from kalshi_sim import SimConfig, Simulator, auth_headers, keygen
 
 START_MS = 1_780_000_000_000  # fixed virtual start: identical truth across runs
 BASE_CONFIG = SimConfig(preset="tiny", profile="fp2026", seed=7, clock_speed=0.0,
-                        start_ms=START_MS, tier=None, anon_tier=None)
+                        start_ms=START_MS)
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,12 @@ async def make_sim() -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
 
 
 @pytest.fixture
-async def sim(make_sim: Callable[..., Awaitable[Simulator]]) -> Simulator:
-    return await make_sim()
+async def sim(request: pytest.FixtureRequest,
+              make_sim: Callable[..., Awaitable[Simulator]]) -> Simulator:
+    """``@pytest.mark.sim(**overrides)`` on a test changes this simulator's configuration
+    (e.g. a higher ``anon_tier`` for a test that needs more requests than a Basic budget)."""
+    marker = request.node.get_closest_marker("sim")
+    return await make_sim(**(marker.kwargs if marker else {}))
 
 
 @pytest.fixture(scope="session")

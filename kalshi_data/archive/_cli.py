@@ -21,7 +21,7 @@ from kalshi_data.archive.config import ArchiveConfig
 from kalshi_data.archive.days import days_between, parse_day, utc_today
 from kalshi_data.archive.s3 import S3Location, S3Store
 from kalshi_data.archive.schema import TABLES, TableSpec
-from shared.config import DatabaseConfig, load_config
+from shared.config import DatabaseConfig, Environment, fetch_secrets, load_config
 from shared.db import KEEPALIVES, classify, connect_kwargs
 
 ALL = "all"  # --table all: every table of schema.TABLES, event tables first
@@ -43,8 +43,14 @@ class Settings:
 
 
 def resolve(args: argparse.Namespace, now_s: float | None = None) -> Settings:
-    """Merge the config file and the flags; raises ``UsageError`` or ``ConfigError``."""
-    cfg = load_config(args.config, ArchiveConfig) if args.config else ArchiveConfig()
+    """Merge the config file and the flags; raises ``UsageError``, ``ConfigError`` or, for a
+    database password that cannot be read, ``SecretError``.
+
+    The S3 endpoint is ``--endpoint-url``, else ``archive.endpoint_url``, else the standard
+    ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` override (shared/config.py), else AWS's own.
+    """
+    environment = Environment.from_os()
+    cfg = load_config(args.config, ArchiveConfig, environment) if args.config else ArchiveConfig()
     a = cfg.archive
     bucket = args.bucket or a.bucket
     if not bucket:
@@ -52,7 +58,8 @@ def resolve(args: argparse.Namespace, now_s: float | None = None) -> Settings:
     if not args.dsn and not args.config:
         raise UsageError("no database: give --dsn or --config")
     location = S3Location(bucket=bucket, prefix=args.prefix if args.prefix is not None else a.prefix,
-                          endpoint_url=args.endpoint_url or a.endpoint_url,
+                          endpoint_url=args.endpoint_url or a.endpoint_url
+                          or environment.aws_endpoint_url("s3"),
                           region=args.region or a.region)
     names: list[str] = []
     for t in args.table:
@@ -74,6 +81,8 @@ def resolve(args: argparse.Namespace, now_s: float | None = None) -> Settings:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     tmp = args.tmp_dir or a.tmp_dir
+    if not args.dsn:
+        fetch_secrets(cfg.database)  # fail now, naming the secret, rather than at connect
     return Settings(cfg, cfg.database, args.dsn, location, tuple(TABLES[n] for n in names),
                     tuple(days), Path(tmp) if tmp else None)
 

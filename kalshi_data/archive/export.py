@@ -48,7 +48,7 @@ from kalshi_data.archive.errors import (
 )
 from kalshi_data.archive.manifest import MANIFEST_NAME, Manifest, Part, columns_of
 from kalshi_data.archive.s3 import S3Store
-from kalshi_data.archive.schema import TableSpec
+from kalshi_data.archive.schema import TableSpec, readable_spec
 from shared.db import classify
 
 log = logging.getLogger("kalshi_data.archive.export")
@@ -76,6 +76,8 @@ class ExportOptions:
     tmp_dir: Path | None = None
     # Test seam: called after the last part is uploaded and before the manifest is written.
     before_manifest: Callable[[], None] | None = field(default=None, compare=False)
+    # Called with the number of rows of each batch read (progress bars).
+    on_rows: Callable[[int], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,19 @@ class ExportResult:
     url: str
 
 
+def table_prefix(store: S3Store, spec: TableSpec) -> str:
+    """``[prefix/]table=<name>/``: the Hive-style directory of one table (Athena, Glue, DuckDB,
+    Spark and Arrow read ``table=``/``date=`` path segments as partition columns)."""
+    return store.location.key(f"table={spec.name}") + "/"
+
+
 def day_prefix(store: S3Store, spec: TableSpec, day: date) -> str:
+    return store.location.key(f"table={spec.name}", f"date={day.isoformat()}") + "/"
+
+
+def legacy_day_prefix(store: S3Store, spec: TableSpec, day: date) -> str:
+    """Where archive versions before the Hive layout put a day: ``[prefix/]<name>/date=<day>/``
+    (import still reads it; docs/runbook.md moves it)."""
     return store.location.key(spec.name, f"date={day.isoformat()}") + "/"
 
 
@@ -109,16 +123,27 @@ def export_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
 
     raw = store.get_bytes(manifest_key)
     status = "exported"
+    if raw is None and not options.force:
+        legacy = legacy_day_prefix(store, spec, day)
+        old = store.get_bytes(legacy + MANIFEST_NAME)
+        if old is not None:  # archived before the Hive layout: the day is there, elsewhere
+            prefix, manifest_key, raw = legacy, legacy + MANIFEST_NAME, old
+            url = f"s3://{store.bucket}/{prefix}"
     if raw is not None and not options.force:
-        existing = Manifest.from_json(raw, f"s3://{store.bucket}/{manifest_key}")
-        existing.check_table(spec, f"s3://{store.bucket}/{manifest_key}")
+        where = f"s3://{store.bucket}/{manifest_key}"
+        existing = Manifest.from_json(raw, where)
+        if readable_spec(spec, [str(c.get("name")) for c in existing.columns],
+                         existing.schema_version) is None:
+            existing.check_table(spec, where)  # raises, naming the difference
         verify_parts_present(store, prefix, existing)
         now_rows, now_updated = ((existing.row_count, existing.updated_through) if spec.is_snapshot
                                  else day_state(conn, spec, day, database))
         if (now_rows, now_updated) == (existing.row_count, existing.updated_through):
-            return ExportResult(spec.name, day.isoformat(), "unchanged", existing.row_count,
-                                len(existing.parts), sum(p.bytes for p in existing.parts),
-                                time.monotonic() - started, url)
+            return ExportResult(spec.name, day.isoformat(),
+                                "unchanged" if prefix == day_prefix(store, spec, day) else "legacy",
+                                existing.row_count, len(existing.parts),
+                                sum(p.bytes for p in existing.parts), time.monotonic() - started, url)
+        # (a day still in the legacy layout is exported again where it is: one copy of a day)
         log.warning("%s %s: production holds %d rows (newest update %s), the archive %d (%s): "
                     "exporting the day again", spec.name, day, now_rows, now_updated,
                     existing.row_count, existing.updated_through)
@@ -222,11 +247,18 @@ def verify_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
     Raises ``S3Error``, ``StorageError``, ``ManifestError``."""
     prefix = day_prefix(store, spec, day)
     raw = store.get_bytes(prefix + MANIFEST_NAME)
+    if raw is None:  # archived before the Hive layout: compare the day where it is
+        legacy = legacy_day_prefix(store, spec, day)
+        raw = store.get_bytes(legacy + MANIFEST_NAME)
+        if raw is not None:
+            prefix = legacy
     rows, updated = day_state(conn, spec, day, database)
     if raw is None:
         return DayCheck(spec.name, day.isoformat(), "missing", rows, None, updated)
-    m = Manifest.from_json(raw, f"s3://{store.bucket}/{prefix}{MANIFEST_NAME}")
-    m.check_table(spec, f"s3://{store.bucket}/{prefix}{MANIFEST_NAME}")
+    where = f"s3://{store.bucket}/{prefix}{MANIFEST_NAME}"
+    m = Manifest.from_json(raw, where)
+    if readable_spec(spec, [str(c.get("name")) for c in m.columns], m.schema_version) is None:
+        m.check_table(spec, where)  # raises, naming the difference
     if spec.is_snapshot:
         status = "snapshot"  # a dated copy of a reference table: today's state may differ
     elif (rows, updated) == (m.row_count, m.updated_through):
@@ -322,6 +354,8 @@ def _stream(conn: psycopg.Connection[Any], spec: TableSpec, day: date, options: 
                 raise
             for batch in reader:
                 writer.add(to_archive_batch(batch, spec))
+                if options.on_rows is not None:
+                    options.on_rows(batch.num_rows)
     except psycopg.Error as exc:
         raise classify(exc, database) from None
     except (pa.ArrowException, ValueError) as exc:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -30,10 +31,10 @@ from psycopg import sql
 from kalshi_data.archive._convert import to_copy_csv
 from kalshi_data.archive.days import day_range_us
 from kalshi_data.archive.errors import ManifestError, ParquetError
-from kalshi_data.archive.export import check_columns, day_prefix
+from kalshi_data.archive.export import check_columns, day_prefix, legacy_day_prefix
 from kalshi_data.archive.manifest import MANIFEST_NAME, Manifest, Part
 from kalshi_data.archive.s3 import S3Store
-from kalshi_data.archive.schema import SCHEMA_VERSION, TableSpec
+from kalshi_data.archive.schema import SCHEMA_VERSION, TableSpec, readable_spec
 from shared.db import classify
 
 log = logging.getLogger("kalshi_data.archive.import")
@@ -57,18 +58,25 @@ class ImportResult:
 
 
 def load_manifest(store: S3Store, spec: TableSpec, day: date) -> tuple[str, Manifest]:
-    """The day's manifest, checked for this table/day/schema; raises ``ManifestError``."""
+    """The day's manifest, checked for this table/day/schema; raises ``ManifestError``.
+
+    Read from the Hive layout (``table=<t>/date=<d>/``), else from the layout before it
+    (``<t>/date=<d>/``); returns the directory it was found in."""
     prefix = day_prefix(store, spec, day)
     where = f"s3://{store.bucket}/{prefix}{MANIFEST_NAME}"
     raw = store.get_bytes(prefix + MANIFEST_NAME)
     if raw is None:
-        raise ManifestError(where, "no manifest: this table-day is not archived "
-                            "(or its export never completed)")
+        legacy = legacy_day_prefix(store, spec, day)
+        raw = store.get_bytes(legacy + MANIFEST_NAME)
+        if raw is None:
+            raise ManifestError(where, "no manifest: this table-day is not archived "
+                                "(or its export never completed)")
+        prefix, where = legacy, f"s3://{store.bucket}/{legacy}{MANIFEST_NAME}"
     m = Manifest.from_json(raw, where)
-    m.check_table(spec, where)
     if m.day != day.isoformat():
         raise ManifestError(where, f"is for day {m.day}, not {day.isoformat()}")
-    if m.schema_version != SCHEMA_VERSION:
+    if readable_spec(spec, [str(c.get("name")) for c in m.columns], m.schema_version) is None:
+        m.check_table(spec, where)  # raises, naming the difference
         raise ManifestError(where, f"schema version {m.schema_version} is not importable by this "
                             f"kalshi-data (expects {SCHEMA_VERSION})")
     return prefix, m
@@ -76,7 +84,8 @@ def load_manifest(store: S3Store, spec: TableSpec, day: date) -> tuple[str, Mani
 
 def import_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, day: date,
                tmp_dir: Path | None = None, database: str = "target",
-               create_partition: bool = True) -> ImportResult:
+               create_partition: bool = True,
+               on_rows: Callable[[int], None] | None = None) -> ImportResult:
     """Import one archived day of ``spec`` into the database behind ``conn`` (autocommit).
 
     Raises ``ManifestError`` (missing manifest, or parts that disagree with it), ``S3Error``,
@@ -85,6 +94,9 @@ def import_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
     started = time.monotonic()
     prefix, manifest = load_manifest(store, spec, day)
     check_columns(conn, spec, database)
+    # an older archive version lacks columns added since: they import as NULL
+    spec = readable_spec(spec, [str(c.get("name")) for c in manifest.columns],
+                         manifest.schema_version) or spec
     if create_partition and spec.time_column is not None:
         _ensure_partition(conn, spec, day)
     inserted = present = superseded = 0
@@ -96,7 +108,7 @@ def import_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
             for part in manifest.parts:
                 local = Path(tmp) / part.file
                 _fetch_verified(store, prefix, part, local)
-                ins, pre, sup = _load_part(cur, spec, part, local, prefix, store.bucket)
+                ins, pre, sup = _load_part(cur, spec, part, local, prefix, store.bucket, on_rows)
                 inserted, present, superseded = inserted + ins, present + pre, superseded + sup
                 local.unlink()
     except psycopg.Error as exc:
@@ -124,7 +136,7 @@ def _fetch_verified(store: S3Store, prefix: str, part: Part, local: Path) -> Non
 
 
 def _load_part(cur: psycopg.Cursor[Any], spec: TableSpec, part: Part, local: Path, prefix: str,
-               bucket: str) -> tuple[int, int, int]:
+               bucket: str, on_rows: Callable[[int], None] | None = None) -> tuple[int, int, int]:
     where = f"s3://{bucket}/{prefix}{part.file}"
     try:
         pf = pq.ParquetFile(local)
@@ -143,6 +155,8 @@ def _load_part(cur: psycopg.Cursor[Any], spec: TableSpec, part: Part, local: Pat
         for batch in pf.iter_batches(batch_size=IMPORT_BATCH_ROWS):
             copy.write(to_copy_csv(batch, spec))
             staged += batch.num_rows
+            if on_rows is not None:
+                on_rows(batch.num_rows)
     if staged != part.rows:
         raise ManifestError(where, f"staged {staged} rows, the manifest says {part.rows}")
     cur.execute(sql.SQL("ANALYZE {}").format(stage))  # temp tables get no autovacuum statistics

@@ -13,18 +13,20 @@ Event tables are archived per UTC day of their time column (``exchange_ts``; ``s
 stood when that day's export ran (a dated snapshot), sorted by its key.
 
 ``SCHEMA_VERSION`` goes into every manifest; bump it when a column list below changes, so an
-import never reads a part with the wrong layout.
+import never reads a part with the wrong layout. Version 2 appended ``orderbook_deltas.ts_rank``
+and ``orderbook_snapshots.cut_*`` (issue 19); a version-1 day still imports, with those NULL
+(``readable_spec``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Literal
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 PgType = Literal["text", "bigint", "integer", "smallint", "boolean", "uuid", "jsonb"]
 
@@ -107,7 +109,8 @@ TRADES = TableSpec("trades", (
 ORDERBOOK_DELTAS = TableSpec("orderbook_deltas", (
     _c("ticker", "text"), _c("exchange_ts", "bigint"), _c("side", "text"), _c("price", "integer"),
     _c("delta", "bigint"), _c("occurrence", "smallint"), _c("seq", "bigint", True),
-    _c("received_at", "bigint"), _c("gatherer_id", "text"), _c("merged_at", "bigint")),
+    _c("received_at", "bigint"), _c("gatherer_id", "text"), _c("merged_at", "bigint"),
+    _c("ts_rank", "smallint", True)),
     time_column="exchange_ts",
     sort_key=("ticker", "exchange_ts", "side", "price", "delta", "occurrence"))
 
@@ -115,7 +118,10 @@ ORDERBOOK_SNAPSHOTS = TableSpec("orderbook_snapshots", (
     _c("ticker", "text"), _c("snapshot_ts", "bigint"), _c("source", "text"),
     _c("yes_levels", "jsonb"), _c("no_levels", "jsonb"), _c("seq", "bigint", True),
     _c("last_delta_ts", "bigint", True), _c("last_delta_occurrence", "smallint", True),
-    _c("received_at", "bigint"), _c("gatherer_id", "text"), _c("merged_at", "bigint")),
+    _c("received_at", "bigint"), _c("gatherer_id", "text"), _c("merged_at", "bigint"),
+    _c("cut_kind", "text", True), _c("cut_ts", "bigint", True), _c("cut_side", "text", True),
+    _c("cut_price", "integer", True), _c("cut_delta", "bigint", True),
+    _c("cut_occurrence", "smallint", True)),
     time_column="snapshot_ts", sort_key=("ticker", "snapshot_ts", "source", "gatherer_id"))
 
 TICKERS = TableSpec("tickers", (
@@ -165,3 +171,18 @@ TABLES: MappingProxyType[str, TableSpec] = MappingProxyType({s.name: s for s in 
 # The others (coverage_events, reference tables) can be quiet for hours, so readiness is judged
 # on each gatherer's busiest cursor instead (see ``sync.check_caught_up``).
 DENSE_TABLES = frozenset({"trades", "orderbook_deltas", "orderbook_snapshots", "tickers"})
+
+
+def readable_spec(spec: TableSpec, columns: list[str], schema_version: int) -> TableSpec | None:
+    """The spec to read a day archived with ``columns`` under ``schema_version``: ``spec`` itself
+    when they match, else, for an older version whose columns are a prefix of today's with only
+    nullable columns appended since, ``spec`` cut to those columns (the rest import as NULL).
+    None when the day cannot be read."""
+    names = list(spec.column_names)
+    if columns == names:
+        return spec
+    k = len(columns)
+    if (schema_version < SCHEMA_VERSION and names[:k] == columns
+            and all(c.nullable for c in spec.columns[k:])):
+        return replace(spec, columns=spec.columns[:k])
+    return None

@@ -6,6 +6,11 @@
     kalshi-data demo --preset tiny --chaos            # random simulator faults: watch it heal
     kalshi-data demo --headless --duration 60 --workdir /tmp/fleet   # scripts and CI
 
+Beside the fleet run Prometheus (alerts/prometheus.yml and the rule files of alerts/),
+Alertmanager (alerts/alertmanager.yml's routing; its receivers send nowhere locally) and a node
+exporter; the live view lists pending and firing alerts, and fleet.json's ``monitoring`` gives
+their URLs. ``--no-monitoring`` leaves them out.
+
 Headless: once every process is ready it prints ONE JSON line (the same object as
 ``DIR/fleet.json``) on stdout, runs ``--duration`` seconds (or until SIGINT/SIGTERM), stops
 everything and exits 0 (1 if a process died on its own meanwhile). Progress goes to stderr.
@@ -55,7 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
                         "(default: a new directory under the system temp dir)")
     p.add_argument("--base-port", type=int, default=None, metavar="N",
                    help="use consecutive ports from N instead of free ones (order: "
-                        + ", ".join(port_role_names()) + ")")
+                        + ", ".join(port_role_names(monitoring=True)) + ")")
     p.add_argument("--port", action="append", default=[], metavar="ROLE=PORT",
                    help="fix one port, e.g. --port simulator=8080 --port gatherer-1-health=8180")
     p.add_argument("--kalshi", choices=("sim", "demo", "prod"), default="sim",
@@ -66,6 +71,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--gatherers", type=int, default=3, help=argparse.SUPPRESS)
     p.add_argument("--ready-timeout", type=float, default=180.0, metavar="S",
                    help="how long each process may take to become ready (default: 180)")
+    p.add_argument("--no-monitoring", action="store_true",
+                   help="do not start Prometheus, Alertmanager and the node exporter")
     p.add_argument("--fast-pg", action="store_true",
                    help="run PostgreSQL without fsync (faster start; for tests)")
     p.set_defaults(run=run)
@@ -126,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         plan = make_plan(workdir, preset=args.preset, seed=args.seed, chaos=args.chaos,
                          chaos_per_s=args.chaos_rate, n_gatherers=args.gatherers,
                          ports=_parse_ports(args.port), base_port=args.base_port, fast_pg=args.fast_pg,
-                         kalshi_env=args.kalshi, api_keys=_parse_keys(args.api_key))
+                         kalshi_env=args.kalshi, api_keys=_parse_keys(args.api_key),
+                         monitoring=not args.no_monitoring)
     except FleetError as exc:
         if args.workdir is None and workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)

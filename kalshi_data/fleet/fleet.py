@@ -10,10 +10,11 @@ one deduplicator. ``kalshi-data demo`` drives it; so can a test::
     # leaving the block stops everything, in order, even after a failure
 
 Start order: keys -> clusters (parallel) -> configs -> simulator -> gatherers (parallel) ->
-deduplicator -> chaos (if asked) -> fleet.json. Stop order is the reverse: gatherers first (they
-flush their queues into their own databases on SIGTERM), then the deduplicator, the simulator and
-the clusters. A failure anywhere during start stops everything already started and raises ONE
-FleetError naming the piece.
+deduplicator -> monitoring stack (node exporter, Alertmanager, Prometheus; if planned) -> chaos
+(if asked) -> fleet.json. Stop order: the monitoring stack first (it would only page about the
+shutdown), then gatherers (they flush their queues into their own databases on SIGTERM), the
+deduplicator, the simulator and the clusters. A failure anywhere during start stops everything
+already started and raises ONE FleetError naming the piece.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Self
 import httpx
 import yaml
 
+from kalshi_data.fleet import monitoring
 from kalshi_data.fleet.clusters import FleetClusters, write_secret
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.plan import (
@@ -50,6 +52,7 @@ Progress = Callable[[str], None]
 GATHERER_STOP_S = 30.0
 DEDUP_STOP_S = 20.0
 SIM_STOP_S = 10.0
+MONITORING_STOP_S = 10.0
 # How long a clean stop lets the deduplicator catch up after the gatherers flushed.
 DRAIN_S = 10.0
 
@@ -108,6 +111,9 @@ class Fleet:
             self._start_services([self._gatherer_process(g) for g in self.plan.gatherers])
             self.progress("starting deduplicator")
             self._start_services([self._dedup_process()])
+            if self.plan.monitoring is not None:
+                self.progress("starting Prometheus, Alertmanager and node exporter")
+                self._start_monitoring(self.plan.monitoring)
             if self.plan.chaos:
                 self.progress("chaos mode on")
                 self.sim_fault("chaos", on=True, seed=self.plan.seed, per_s=self.plan.chaos_per_s)
@@ -197,6 +203,17 @@ class Fleet:
         self._check_ports(d.name, {"health": d.health_port, "metrics": d.metrics_port})
         return ManagedProcess(d.name, service_argv("kalshi-deduplicator", d), self.env, d.log_path,
                               http_ready(d.ready_url), self.plan.workdir, DEDUP_STOP_S)
+
+    def _start_monitoring(self, mp: monitoring.MonitoringPlan) -> None:
+        monitoring.write_configs(mp, [(g.name, g.metrics_port) for g in self.plan.gatherers],
+                                 (self.plan.deduplicator.name, self.plan.deduplicator.metrics_port))
+        procs = []
+        for role, port in (("node-exporter", mp.node_exporter_port), ("alertmanager", mp.alertmanager_port),
+                           ("prometheus", mp.prometheus_port)):
+            self._check_ports(role, {"HTTP": port})
+            procs.append(ManagedProcess(role, mp.argv(role), self.env, self.plan.logs_dir / f"{role}.log",
+                                        http_ready(mp.ready_url(role)), self.plan.workdir, MONITORING_STOP_S))
+        self._start_services(procs)
 
     def _start_services(self, procs: list[ManagedProcess]) -> None:
         for p in procs:
@@ -309,6 +326,9 @@ class Fleet:
                           "control_url": plan.sim_control_url, "truth": str(plan.truth_path)}
             if plan.uses_simulator else None,
             "processes": procs, "databases": dbs,
+            "monitoring": None if plan.monitoring is None else {
+                **plan.monitoring.info(),
+                "pids": {n: p.pid for n, p in self.processes.items() if n in monitoring.PROCESS_NAMES}},
         }
 
     def markers(self) -> list[str]:
@@ -318,6 +338,8 @@ class Fleet:
         out = [str(s.config_path) for s in (*self.plan.gatherers, self.plan.deduplicator)]
         out.append(str(self.plan.sim_ready_file))
         out += [str(self.clusters.data_dir(n)) for n in self.clusters.names()]
+        if self.plan.monitoring is not None:
+            out.append(str(self.plan.monitoring.directory) + "/")
         return out
 
     # --- stop ----------------------------------------------------------------------------------
@@ -333,7 +355,9 @@ class Fleet:
         gatherers = [p for n, p in self.processes.items() if n.startswith("gatherer-")]
         dedup = [self.processes[n] for n in ("deduplicator",) if n in self.processes]
         sim = [self.processes[n] for n in ("simulator",) if n in self.processes]
-        for group, timeout in ((gatherers, GATHERER_STOP_S), (dedup, DEDUP_STOP_S), (sim, SIM_STOP_S)):
+        mon = [self.processes[n] for n in monitoring.PROCESS_NAMES if n in self.processes]
+        for group, timeout in ((mon, MONITORING_STOP_S), (gatherers, GATHERER_STOP_S), (dedup, DEDUP_STOP_S),
+                               (sim, SIM_STOP_S)):
             if group is dedup and dedup and dedup[0].running() and not fast:
                 # the gatherers have flushed; let the deduplicator merge what they wrote last
                 self.wait_merged(DRAIN_S)

@@ -16,6 +16,7 @@ Layout of a work directory::
     DIR/rawlog/<gatherer>/       each gatherer's raw frame log
     DIR/spool/<gatherer>/        each gatherer's on-disk spool (rows waiting for its database)
     DIR/truth.jsonl              the simulator's ground truth (kalshi-data verify --truth)
+    DIR/monitoring/              Prometheus, Alertmanager, node exporter (monitoring.py), if planned
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from kalshi_data.fleet.errors import FleetError
+from kalshi_data.fleet.monitoring import MonitoringPlan
 from shared.pgcluster import free_port, port_in_use
 
 PRESETS = ("tiny", "medium", "large", "xl")
@@ -105,8 +107,10 @@ class FleetPlan:
     # api_keys (key id, private key PEM path), one per gatherer, and start no simulator.
     kalshi_env: str = "sim"
     api_keys: tuple[tuple[str, Path], ...] = field(default=())
-    # merged into every gatherer's config document (a test's shorter intervals)
-    gatherer_overrides: Mapping[str, Any] = field(default_factory=dict)
+    # Prometheus + Alertmanager + node exporter beside the fleet (None: not started).
+    monitoring: MonitoringPlan | None = None
+    # gatherer name -> config keys merged over gatherer_config()'s document (tests' fault setups).
+    gatherer_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def uses_simulator(self) -> bool:
@@ -196,16 +200,26 @@ class FleetPlan:
             out[f"{s.name}-metrics"] = s.metrics_port
             if s.admin_port is not None:
                 out[f"{s.name}-admin"] = s.admin_port
+        if self.monitoring is not None:
+            out["prometheus"] = self.monitoring.prometheus_port
+            out["alertmanager"] = self.monitoring.alertmanager_port
+            out["node-exporter"] = self.monitoring.node_exporter_port
         return out
 
 
-def port_role_names(n_gatherers: int = 3) -> list[str]:
-    """The names ``--port ROLE=N`` accepts, in ``--base-port`` order."""
+MONITORING_ROLES = ("prometheus", "alertmanager", "node-exporter")
+
+
+def port_role_names(n_gatherers: int = 3, monitoring: bool = False) -> list[str]:
+    """The names ``--port ROLE=N`` accepts, in ``--base-port`` order (the monitoring stack's come
+    last, so the other ports do not move when it is switched on or off)."""
     names = ["simulator", "simulator-control"]
     names += [f"gatherer-{i}-db" for i in range(1, n_gatherers + 1)] + ["production-db"]
     for i in range(1, n_gatherers + 1):
         names += [f"gatherer-{i}-health", f"gatherer-{i}-metrics", f"gatherer-{i}-admin"]
     names += ["deduplicator-health", "deduplicator-metrics"]
+    if monitoring:
+        names += list(MONITORING_ROLES)
     return names
 
 
@@ -214,6 +228,8 @@ def _describe(role: str) -> str:
         return "simulator REST/WS"
     if role == "simulator-control":
         return "simulator control API"
+    if role in MONITORING_ROLES:
+        return role
     if role.endswith("-db"):
         return f"{role[:-3]} PostgreSQL"
     name, _, kind = role.rpartition("-")
@@ -258,12 +274,15 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
               chaos_per_s: float = 0.2, n_gatherers: int = 3, ports: dict[str, int] | None = None,
               base_port: int | None = None, fast_pg: bool = False,
               extra_sim_args: tuple[str, ...] = (), kalshi_env: str = "sim",
-              api_keys: tuple[tuple[str, Path], ...] = (),
-              gatherer_overrides: Mapping[str, Any] | None = None) -> FleetPlan:
+              api_keys: tuple[tuple[str, Path], ...] = (), monitoring: bool = False,
+              gatherer_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> FleetPlan:
     """Decide every port and path of a fleet in ``workdir`` (nothing is created yet).
 
     ``kalshi_env`` demo/prod: the gatherers talk to Kalshi's own API with ``api_keys`` (one per
-    gatherer in order; a single key is shared, which Kalshi's per-key rate limit makes slower)."""
+    gatherer in order; a single key is shared, which Kalshi's per-key rate limit makes slower).
+    ``monitoring`` adds Prometheus, Alertmanager and a node exporter (monitoring.py) with the
+    shipped intervals; a test replaces ``plan.monitoring`` to shorten them.
+    ``gatherer_overrides`` maps a gatherer's name to config keys merged over its document."""
     if kalshi_env not in ("sim", "demo", "prod"):
         raise FleetError("--kalshi", f"unknown environment {kalshi_env!r}; one of sim, demo, prod")
     if kalshi_env != "sim":
@@ -282,7 +301,7 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
     if not 1 <= n_gatherers <= 9:
         raise FleetError("--gatherers", "expected 1..9 gatherers")
     wd = Path(workdir).resolve()
-    roles = port_role_names(n_gatherers)
+    roles = port_role_names(n_gatherers, monitoring)
     p = allocate_ports(roles, dict(ports or {}), base_port)
     gatherers = tuple(
         ServicePlan(name, p[f"{name}-health"], p[f"{name}-metrics"], p[f"{name}-admin"],
@@ -296,9 +315,11 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
     keys = tuple((k, Path(pem).resolve()) for k, pem in api_keys)
     if len(keys) == 1:
         keys = keys * n_gatherers
+    mon = (MonitoringPlan(wd / "monitoring", p["prometheus"], p["alertmanager"], p["node-exporter"])
+           if monitoring else None)
     return FleetPlan(wd, preset, seed, chaos, chaos_per_s, fast_pg, p["simulator"], p["simulator-control"],
-                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys,
-                     dict(gatherer_overrides or {}))
+                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys, mon,
+                     {g: dict(o) for g, o in (gatherer_overrides or {}).items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -352,11 +373,19 @@ def orderbook_pool(preset: str) -> tuple[int, int]:
     return max(1, min(MAX_ORDERBOOK_CONNECTIONS, math.ceil(markets / per_conn))), per_conn
 
 
+def poll_interval(preset: str) -> float:
+    """A snapshot-poll interval the simulator's Basic-tier key can keep: every open market costs
+    10 tokens of a 200 tokens/s budget the gatherer spends at 90 % (README "Kalshi's limits"),
+    plus a fifth for everything else; at least a minute so the demo shows polls early."""
+    return max(60.0, round(PRESET_MARKETS[preset] * 10 / (0.9 * 200) * 1.2))
+
+
 def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_key_file: Path) -> dict[str, Any]:
     """One gatherer's YAML document (gatherer/config.py schema), pointed at the simulator.
 
-    Intervals are shortened from the production defaults so the demo shows snapshot polls,
-    reconciles and backfill sweeps within a minute; everything else keeps its default.
+    Intervals are shortened from the production defaults so the demo shows reconciles and
+    backfill sweeps within a minute; the snapshot poll interval is what the simulator's Basic-tier
+    key can keep for the preset (``poll_interval``); everything else keeps its default.
     """
     orderbook, per_conn = orderbook_pool(plan.preset)
     kalshi: dict[str, Any] = {"env": plan.kalshi_env}
@@ -370,7 +399,7 @@ def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_
         # Against Kalshi itself the production pool sizes (the schema's defaults) apply.
         "connections": {"ticker": 1, "trade": 1, "lifecycle": 1, "orderbook": orderbook,
                         "markets_per_connection": per_conn},
-        "poller": {"interval_s": 60.0},
+        "poller": {"interval_s": poll_interval(plan.preset)},
         "backfill": {"sweep_interval_s": 15.0},
         "registry": {"reconcile_interval_s": 60.0},
         "health": {"host": HOST, "port": svc.health_port},
@@ -384,13 +413,14 @@ def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_
     }
     if not plan.uses_simulator:
         del doc["connections"]
-    return _merged(doc, plan.gatherer_overrides)
+    return _merged(doc, plan.gatherer_overrides.get(svc.name, {}))
 
 
-def _merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
+def _merged(doc: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with ``over`` merged in, nested mappings key by key."""
+    out = dict(doc)
     for k, v in over.items():
-        out[k] = _merged(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 

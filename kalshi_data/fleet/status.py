@@ -3,8 +3,9 @@
 Everything shown comes from the same public surfaces an operator uses: each gatherer's
 ``/health`` (connections, markets, queue, status) and ``/metrics``
 (``ws_client_messages_received_total``, turned into a rate), the deduplicator's ``/health``
-(lag per gatherer), ``count(*)`` on production, and the simulator's fault counters. It reads only
-a ``fleet.json``-shaped description, so it can watch any fleet.
+(lag per gatherer), ``count(*)`` on production, the simulator's fault counters and, when the
+fleet runs its monitoring stack, Prometheus' ``/api/v1/alerts`` (pending and firing alerts). It
+reads only a ``fleet.json``-shaped description, so it can watch any fleet.
 
 ``StatusPoller.poll()`` gathers one :class:`StatusSnapshot`; ``render()`` turns it into rich
 renderables. They are separate so the view can be tested without a terminal.
@@ -31,7 +32,9 @@ PRODUCTION_TABLES = ("trades", "orderbook_deltas", "orderbook_snapshots", "ticke
 SHORT = {"orderbook_deltas": "deltas", "orderbook_snapshots": "snapshots", "coverage_events": "coverage"}
 MSG_METRIC = "ws_client_messages_received_total"
 STATUS_STYLE = {"healthy": "green", "degraded": "yellow", "unhealthy": "red", "down": "red",
-                "unreachable": "red", "exited": "bold red", "starting": "cyan"}
+                "unreachable": "red", "exited": "bold red", "starting": "cyan",
+                "firing": "bold red", "pending": "yellow"}
+MAX_ALERT_ROWS = 10
 
 
 @dataclass
@@ -49,6 +52,17 @@ class GathererStatus:
 
 
 @dataclass
+class AlertStatus:
+    """One alert as Prometheus' /api/v1/alerts reports it."""
+
+    name: str
+    state: str  # pending | firing
+    severity: str
+    where: str  # instance / gatherer / table labels, as far as the alert has them
+    active_at: str
+
+
+@dataclass
 class StatusSnapshot:
     at: float
     gatherers: list[GathererStatus]
@@ -58,6 +72,7 @@ class StatusSnapshot:
     recent_faults: list[str] = field(default_factory=list)
     faults_total: int = 0
     simulator: str = "unreachable"
+    alerts: list[AlertStatus] | None = None  # None: no Prometheus (or unreachable)
 
 
 def _get(d: Any, *path: str) -> Any:
@@ -132,7 +147,25 @@ class StatusPoller:
             snap.gatherers.append(self._gatherer(name, procs[name], dedup, now))
         snap.counts = self._production_counts(now)
         self._faults(snap)
+        snap.alerts = self._alerts()
         return snap
+
+    def _alerts(self) -> list[AlertStatus] | None:
+        mon = self.info.get("monitoring")
+        if not mon:
+            return None
+        doc = self._json(f"{mon['prometheus_url']}/api/v1/alerts")
+        if doc is None or doc.get("status") != "success":
+            return None
+        out = []
+        for a in _get(doc, "data", "alerts") or []:
+            labels = a.get("labels") or {}
+            where = " ".join(str(labels[k]) for k in ("instance", "gatherer", "role", "writer", "table", "database")
+                             if k in labels)
+            out.append(AlertStatus(str(labels.get("alertname")), str(a.get("state")),
+                                   str(labels.get("severity", "")), where, str(a.get("activeAt", ""))[11:19]))
+        order = {"firing": 0, "pending": 1}
+        return sorted(out, key=lambda x: (order.get(x.state, 2), x.severity != "critical", x.name, x.where))
 
     def _gatherer(self, name: str, proc: dict[str, Any], dedup: dict[str, Any] | None, now: float) -> GathererStatus:
         g = GathererStatus(name)
@@ -241,6 +274,26 @@ def render(snap: StatusSnapshot, info: dict[str, Any], started: float) -> Render
         p.add_column(SHORT.get(t, t), justify="right")
     p.add_row(*(_n(snap.counts.get(t)) for t in PRODUCTION_TABLES))
     faults = Text("\n".join(snap.recent_faults) or "none yet")
-    return Group(head, g, dd, p,
-                 Panel(faults, title=f"recent simulator faults (total {snap.faults_total})", expand=True),
-                 Text("Ctrl-C stops everything", style="dim"))
+    parts: list[RenderableType] = [head, g, dd, p]
+    if info.get("monitoring"):
+        parts.append(_alerts_panel(snap.alerts, info["monitoring"]))
+    parts += [Panel(faults, title=f"recent simulator faults (total {snap.faults_total})", expand=True),
+              Text("Ctrl-C stops everything", style="dim")]
+    return Group(*parts)
+
+
+def _alerts_panel(alerts: list[AlertStatus] | None, mon: dict[str, Any]) -> RenderableType:
+    title = f"alerts (Prometheus {mon.get('prometheus_url')}, Alertmanager {mon.get('alertmanager_url')})"
+    if alerts is None:
+        return Panel(Text("Prometheus unreachable", style="red"), title=title, expand=True)
+    if not alerts:
+        return Panel(Text("none pending or firing", style="green"), title=title, expand=True)
+    t = Table(expand=True, show_edge=False)
+    for col in ("state", "alert", "severity", "where", "since"):
+        t.add_column(col)
+    for a in alerts[:MAX_ALERT_ROWS]:
+        t.add_row(_styled(a.state), a.name, a.severity, a.where, a.active_at)
+    if len(alerts) > MAX_ALERT_ROWS:
+        t.add_row("", f"... and {len(alerts) - MAX_ALERT_ROWS} more", "", "", "")
+    firing = sum(1 for a in alerts if a.state == "firing")
+    return Panel(t, title=f"{title}: {firing} firing", expand=True)

@@ -7,7 +7,8 @@ Public names (import from here or from the module):
 - ``models``: rows (``TradeRow``, ``DeltaRow``, ``SnapshotRow``, ``TickerRow``, ``MarketRow``,
   ``EventRow``, ``SeriesRow``, ``CoverageRow``) and events (``Subscribed``, ``Unsubscribed``,
   ``Ok``,
-  ``ErrorFrame``, ``SeqGap``, ``Duplicate``, ``Lifecycle``, ``Rejected``), ``Profile``
+  ``ErrorFrame``, ``SeqGap``, ``Duplicate``, ``Lifecycle``, ``MissingTimestamp``, ``Rejected``),
+  ``Profile``
 - ``book``: ``Book``, ``BookDiff``
 - ``auth``: ``load_private_key``, ``sign_headers``, ``KeyLoadError``
 - ``units``: exact conversions and ``UnitError``
@@ -25,6 +26,7 @@ from .models import (
     Lifecycle,
     MarketRow,
     MicroTs,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -60,6 +62,7 @@ __all__ = [
     "Lifecycle",
     "MarketRow",
     "MicroTs",
+    "MissingTimestamp",
     "Ok",
     "Profile",
     "Rejected",

@@ -24,8 +24,13 @@ seq numbers; a new sid starts at 1):
   the frame, and counting goes on from 1 (dropping every frame as a duplicate until the count
   caught up again would lose them all silently).
 - First frame on a sid never announced by ``subscribed``: accepted as the baseline.
-- ``ok``/``unsubscribed`` carry the sid's current seq: equal to ``last`` or ``last + 1`` is normal
-  (whether ``ok`` consumes a seq is unconfirmed, both are tolerated); larger is a gap.
+- ``ok``/``unsubscribed`` carry a seq whose meaning Kalshi does not document: the last seq sent
+  on the sid, or the one the next frame will carry. They never advance ``last``: under either
+  reading the next data frame is then judged correctly (advancing on "next" would drop that
+  frame as a duplicate with no gap signal). A real loss before an ``ok`` shows up on the next
+  data frame; on ``unsubscribed`` (the sid ends) a seq beyond ``last + 1`` is reported as a gap.
+- A delta without ``ts``/``ts_ms`` (both optional) takes its receive time as exchange time and
+  is preceded by ``MissingTimestamp``; it is not rejected.
 - A data frame that fails validation still consumes its seq (it did arrive), and comes out as
   ``Rejected`` carrying sid/ticker so the router can mark that book dirty.
 
@@ -47,6 +52,7 @@ from .models import (
     Duplicate,
     ErrorFrame,
     Lifecycle,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -113,6 +119,7 @@ _LIFECYCLE_KEY = {
 }
 
 _new = tuple.__new__  # builds a NamedTuple without its Python-level __new__ (~3x cheaper)
+_loads = orjson.loads  # one global lookup per frame instead of a global and an attribute
 _Handler = Callable[[dict[str, Any], "bytes | str", int], list[DecodedEvent]]
 _FP_MARKERS = ("price_dollars", "yes_dollars_fp", "no_dollars_fp", "yes_price_dollars", "ts_ms")
 
@@ -153,6 +160,7 @@ class Decoder:
         "_handlers",
         "_last_at",
         "_last_seq",
+        "_second",
         "frame_sid",
         "profile",
         "profile_hint",
@@ -169,6 +177,8 @@ class Decoder:
         self._last_seq: dict[int, int] = {}
         self._last_at: dict[int, int] = {}
         self._channels: dict[int, str] = {}
+        #: (head "YYYY-MM-DDTHH:MM:SS", its µs) of the last legacy delta time fully parsed
+        self._second: tuple[str, int] = ("", 0)
         self._handlers: dict[str, _Handler] = {
             "orderbook_delta": self._delta,
             "orderbook_snapshot": self._snapshot,
@@ -192,7 +202,7 @@ class Decoder:
         back as ``Rejected``.
         """
         try:
-            obj = orjson.loads(raw)
+            obj = _loads(raw)
         except (orjson.JSONDecodeError, TypeError):
             return [Rejected(BAD_JSON, raw, "not JSON", received_at=received_at_us)]
         if type(obj) is not dict:
@@ -371,17 +381,43 @@ class Decoder:
             elif v is not None:
                 ts = ts_ms_to_us(v)
             else:
-                v = msg["ts"]  # type: ignore[index]
-                # legacy RFC 3339 ("...Z") straight to its parser; seconds and the rest via the
-                # general legacy rule. Cut to whole ms like ts_ms (data-model.md: one precision
-                # for every exchange time, so both payload versions give one delta the same key)
-                ts = rfc3339_to_us(v) if type(v) is str and v[-1:] == "Z" else legacy_ts_to_us(v)
+                v = msg.get("ts")  # type: ignore[union-attr]
+                # legacy2025 RFC 3339 ("2026-05-28T20:26:40.000005000Z"). The fast path of
+                # units.rfc3339_to_us, inlined with a per-connection cache: a delta in the same
+                # whole second as this connection's previous one (nearly all of them) costs a
+                # slice compare and its fraction. The first of each second goes to the full
+                # parser, which validates everything and gives the second's base; seconds and
+                # other shapes take the general legacy rule.
+                head, base = self._second
+                if v is None:  # both are optional: keep the delta, stamped when it arrived
+                    ts = rx
+                    if out is None:
+                        out = []
+                    out.append(MissingTimestamp(sid, ticker, rx))
+                elif (
+                    type(v) is str
+                    and v[:19] == head
+                    and v[-1:] == "Z"
+                    and v[19:20] == "."
+                    and (frac := v[20:-1]).isdigit()
+                    and frac.isascii()
+                ):
+                    # ns are below our unit: truncated
+                    ts = base + (int(frac[:6]) if len(frac) >= 6 else int(frac.ljust(6, "0")))
+                elif type(v) is str and v[-1:] == "Z":
+                    ts = rfc3339_to_us(v)
+                    self._second = (v[:19], ts - ts % 1_000_000)  # "Z": no offset to undo
+                else:
+                    ts = legacy_ts_to_us(v)
+                # cut to whole ms like ts_ms (data-model.md: one precision for every exchange
+                # time, so both payload versions give one delta the same key; a receive-time
+                # stand-in keeps the column's precision too)
                 ts -= ts % 1000
         except (KeyError, TypeError, AttributeError, UnitError) as exc:
             return self._reject(out or [], exc, raw, sid, msg, "orderbook_delta", rx)
         if self.profile is None:
             self._note_profile(msg)  # type: ignore[arg-type]
-        row = _new(DeltaRow, (ticker, ts, side, price, delta, 0, seq, sid, rx))
+        row = _new(DeltaRow, (ticker, ts, side, price, delta, 0, seq, sid, rx, None))
         if out is None:
             return [row]
         out.append(row)
@@ -408,9 +444,18 @@ class Decoder:
         return out
 
     def _trade(self, obj: dict[str, Any], raw: bytes | str, rx: int) -> list[DecodedEvent]:
-        out, sid, _seq, keep = self._envelope(obj, raw, rx, "trade", False)
-        if not keep:
-            return out
+        # The next seq of a known sid (nearly every trade) skips the general envelope.
+        sid = obj.get("sid")
+        seq = obj.get("seq")
+        if type(sid) is int and type(seq) is int and self._last_seq.get(sid) == seq - 1:
+            self.frame_sid = sid
+            self._last_seq[sid] = seq
+            self._last_at[sid] = rx
+            out: list[DecodedEvent] = []
+        else:
+            out, sid, seq, keep = self._envelope(obj, raw, rx, "trade", False)
+            if not keep:
+                return out
         msg = obj.get("msg")
         try:
             ticker = f.req_str(msg["market_ticker"], "market_ticker")  # type: ignore[index]
@@ -438,6 +483,27 @@ class Decoder:
                 out_side = f.opt_str(msg.get("taker_outcome_side"), "taker_outcome_side")  # type: ignore[union-attr]
                 book_side = f.opt_str(msg.get("taker_book_side"), "taker_book_side")  # type: ignore[union-attr]
                 block = f.opt_bool(msg.get("is_block_trade"), "is_block_trade")  # type: ignore[union-attr]
+            elif (
+                yv is None
+                and nv is None
+                and cv is None
+                and type(yi := msg.get("yes_price")) is int  # type: ignore[union-attr]
+                and type(ni := msg.get("no_price")) is int  # type: ignore[union-attr]
+                and type(ci := msg.get("count")) is int  # type: ignore[union-attr]
+                and 0 <= yi <= 100
+                and 0 <= ni <= 100
+                and ci > 0
+            ):
+                # legacy2025 fast path: integer cents and contracts, converted inline as in
+                # the delta path (trade_fields took ~2.5x a delta's whole decode). Any other
+                # shape or value (strings, bools, out of range) takes trade_fields, which
+                # converts or rejects it with the precise reason.
+                yes, no, count = yi * 100, ni * 100, ci * 100
+                tid = f.uuid_str(msg["trade_id"])  # type: ignore[index]
+                ts_side = f.opt_side(msg.get("taker_side"), "taker_side")  # type: ignore[union-attr]
+                out_side = f.opt_str(msg.get("taker_outcome_side"), "taker_outcome_side")  # type: ignore[union-attr]
+                book_side = f.opt_str(msg.get("taker_book_side"), "taker_book_side")  # type: ignore[union-attr]
+                block = f.opt_bool(msg.get("is_block_trade"), "is_block_trade")  # type: ignore[union-attr]
             else:
                 tid, yes, no, count, ts_side, out_side, book_side, block = f.trade_fields(msg)  # type: ignore[arg-type]
                 if type(yv) is str and len(prices) < cache.max_prices:
@@ -447,7 +513,12 @@ class Decoder:
                 if type(cv) is str and len(cache.counts) < cache.max_counts:
                     cache.counts[cv] = count
             v = msg.get("ts_ms")  # type: ignore[union-attr]
-            ts = ts_ms_to_us(v) if v is not None else to_ms_precision(legacy_ts_to_us(msg["ts"]))  # type: ignore[index]
+            if v is None:
+                v = msg["ts"]  # type: ignore[index]
+                # legacy int seconds are whole ms already; strings go the general way
+                ts = v * 1_000_000 if type(v) is int else to_ms_precision(legacy_ts_to_us(v))
+            else:
+                ts = v * 1000 if type(v) is int else ts_ms_to_us(v)
         except (KeyError, TypeError, AttributeError, UnitError) as exc:
             return self._reject(out, exc, raw, sid, msg, "trade", rx)
         if self.profile is None:
@@ -532,15 +603,13 @@ class Decoder:
     def _gap(self, sid: int, expected: int, seq: int, frame_type: str, rx: int) -> SeqGap:
         return SeqGap(sid, expected, seq, frame_type, rx, self._last_at.get(sid), self._channels.get(sid))
 
-    def _reported_seq(self, sid: int, seq: int, frame_type: str, rx: int) -> list[DecodedEvent]:
+    def _ended_seq(self, sid: int, seq: int, rx: int) -> list[DecodedEvent]:
+        """``unsubscribed``'s seq: frames beyond ``last + 1`` were certainly lost (under both
+        readings of that seq); the sid ends here, so this is the last chance to say so."""
         last = self._last_seq.get(sid)
-        out: list[DecodedEvent] = []
         if last is not None and seq > last + 1:
-            out.append(self._gap(sid, last + 1, seq, frame_type, rx))
-        if last is None or seq > last:
-            self._last_seq[sid] = seq
-            self._last_at[sid] = rx
-        return out
+            return [self._gap(sid, last + 1, seq, "unsubscribed", rx)]
+        return []
 
     def _unsubscribed(self, obj: dict[str, Any], raw: bytes | str, rx: int) -> list[DecodedEvent]:
         sid = obj.get("sid")
@@ -552,7 +621,7 @@ class Decoder:
         out: list[DecodedEvent] = []
         if sid is not None:
             if seq is not None:
-                out = self._reported_seq(sid, seq, "unsubscribed", rx)
+                out = self._ended_seq(sid, seq, rx)
             self.forget(sid)
         out.append(Unsubscribed(_int_or_none(obj.get("id")), sid, seq))
         return out
@@ -574,11 +643,8 @@ class Decoder:
         if tickers is None:
             tickers = obj.get("market_tickers")  # older ticker-channel acks put it top-level
         mt = tuple(t for t in tickers if type(t) is str) if type(tickers) is list else None
-        out: list[DecodedEvent] = []
-        if sid is not None and seq is not None:
-            out = self._reported_seq(sid, seq, "ok", rx)
-        out.append(Ok(cid, sid, seq, mt))
-        return out
+        # The seq is reported, never applied: see "Sequence policy" in the module docstring.
+        return [Ok(cid, sid, seq, mt)]
 
     def _error(self, obj: dict[str, Any], raw: bytes | str, rx: int) -> list[DecodedEvent]:
         msg = obj.get("msg")

@@ -30,6 +30,7 @@ __all__ = [
     "Lifecycle",
     "MarketRow",
     "MicroTs",
+    "MissingTimestamp",
     "Ok",
     "Profile",
     "Rejected",
@@ -85,7 +86,9 @@ class TradeRow(NamedTuple):
 
 class DeltaRow(NamedTuple):
     """``orderbook_deltas``. exchange_ts at millisecond precision (in µs), whichever payload
-    version carried it. The decoder leaves occurrence 0; the router numbers it."""
+    version carried it. The decoder leaves occurrence 0 and ts_rank None; the router sets
+    both (``ts_rank``: position among the market's deltas of the same exchange_ts, in the
+    exchange's order; None when this gatherer did not see the whole millisecond)."""
 
     ticker: str
     exchange_ts: int
@@ -96,6 +99,7 @@ class DeltaRow(NamedTuple):
     seq: int | None
     sid: int | None
     received_at: int
+    ts_rank: int | None = None
 
 
 class SnapshotRow(NamedTuple):
@@ -110,6 +114,15 @@ class SnapshotRow(NamedTuple):
     last_delta_ts: int | None
     last_delta_occurrence: int | None
     received_at: int
+    # The snapshot's place in the delta stream (data-model.md hardening 6; set by the router):
+    # 'last' = the cut_* delta is the last it includes, 'next' = the first it does not, 'quiet'
+    # = nothing followed for a while, None = unknown (REST snapshots: always None).
+    cut_kind: str | None = None
+    cut_ts: int | None = None
+    cut_side: str | None = None
+    cut_price: int | None = None
+    cut_delta: int | None = None
+    cut_occurrence: int | None = None
 
 
 class TickerRow(NamedTuple):
@@ -311,6 +324,17 @@ class Lifecycle:
 
 
 @dataclass(frozen=True, slots=True)
+class MissingTimestamp:
+    """An orderbook delta carried neither ``ts`` nor ``ts_ms`` (both optional in Kalshi's
+    AsyncAPI). Emitted just before its ``DeltaRow``, whose exchange_ts is then the receive
+    time: the delta is kept (no resync), and the substitution is counted."""
+
+    sid: int
+    ticker: str
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A frame that could not be used. reason is one of ``decode.REJECT_REASONS`` (a metric
     label); detail is a short human hint for the log line; raw is the frame as received.
@@ -339,5 +363,6 @@ DecodedEvent = (
     | SeqGap
     | Duplicate
     | Lifecycle
+    | MissingTimestamp
     | Rejected
 )

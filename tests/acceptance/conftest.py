@@ -80,7 +80,7 @@ def chaos_run() -> Iterator[FinishedRun]:
     os.chmod(workdir, 0o755)  # the unprivileged PostgreSQL account must reach its data directory
     markers: list[str] = [str(workdir)]
     try:
-        plan = make_plan(workdir, preset="tiny", fast_pg=True, gatherer_overrides=GATHERER_OVERRIDES)
+        plan = make_plan(workdir, preset="tiny", fast_pg=True, gatherer_overrides={g: GATHERER_OVERRIDES for g in GATHERERS})
         with Fleet(plan, Environment.from_os().env, ready_timeout=180) as fleet:
             info: dict[str, Any] = fleet.start()
             markers += fleet.markers()

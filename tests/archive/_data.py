@@ -47,7 +47,8 @@ def fill(dsn: str, day: date = DAY, n: int = 120, seed: int = 0) -> dict[str, in
         rows = [(f"KX-{seed}-{i % 5}", t, ("yes", "no")[i % 2], i % 10001,
                  (-1) ** i * (i + 1) * 100 if i != 3 else -9_223_372_036_854_775_808,
                  i % 3 if i != 4 else 32767, None if i % 6 == 0 else 9_223_372_036_854_775_807 - i,
-                 t + 10, f"gatherer-{i % 3 + 1}", t + 20) for i, t in enumerate(ts + outside)]
+                 t + 10, f"gatherer-{i % 3 + 1}", t + 20, None if i % 7 == 0 else i % 32768)
+                for i, t in enumerate(ts + outside)]
         _insert(conn, TABLES["orderbook_deltas"], rows)
         counts["orderbook_deltas"] = n
 
@@ -55,7 +56,12 @@ def fill(dsn: str, day: date = DAY, n: int = 120, seed: int = 0) -> dict[str, in
                  '[[5600, 1200], [5700, 100]]' if i % 2 else '[]',
                  '[{"p": 100, "s": 2147483647, "note": "é\\n\\"x\\""}]',
                  None if i % 4 == 0 else i, None if i % 2 else t - 5, None if i % 2 else i % 7,
-                 t + 1, f"gatherer-{i % 3 + 1}", t + 2) for i, t in enumerate(ts + outside)]
+                 t + 1, f"gatherer-{i % 3 + 1}", t + 2,
+                 *((("last", "next", "quiet")[i % 3], None if i % 3 == 2 else t - 7,
+                    None if i % 3 == 2 else ("yes", "no")[i % 2], None if i % 3 == 2 else 10000,
+                    None if i % 3 == 2 else -9_223_372_036_854_775_808 + i,
+                    None if i % 3 == 2 else 32767) if i % 4 else (None,) * 6))
+                for i, t in enumerate(ts + outside)]
         _insert(conn, TABLES["orderbook_snapshots"], rows)
         counts["orderbook_snapshots"] = n
 

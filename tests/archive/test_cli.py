@@ -141,7 +141,7 @@ def test_bad_input_gives_one_line_and_nonzero_exit(production_dsn: str, store: S
     assert rc == 0 and "0 rows in 0 part(s)" in out
 
     rc, _, err = _run(capsys, "import", *base, "--bucket", store.bucket, "--table", "trades", *day)
-    assert rc == 1 and err == (f"kalshi-data import: trades 2026-11-20: s3://{store.bucket}/trades/"
+    assert rc == 1 and err == (f"kalshi-data import: trades 2026-11-20: s3://{store.bucket}/table=trades/"
                                "date=2026-11-20/_manifest.json: no manifest: this table-day is not "
                                "archived (or its export never completed)\n")
 
@@ -232,7 +232,7 @@ def test_no_permission_is_one_line(production_dsn: str, monkeypatch: pytest.Monk
                           endpoint, "--table", "trades", "--day", DAY.isoformat(), "--no-wait-for-sync",
                           "--metrics-file", str(prom))
         assert rc == 1 and err.count("\n") == 1, err
-        assert err.startswith("kalshi-data export: trades 2026-11-20: s3://locked/trades/date=2026-11-20/part-")
+        assert err.startswith("kalshi-data export: trades 2026-11-20: s3://locked/table=trades/date=2026-11-20/part-")
         assert err.endswith(": permission denied (upload: AccessDenied)\n")
         assert _samples(prom)[("export_errors_total", (("table", "trades"), ("type", "s3")))] == 1
     finally:

@@ -58,7 +58,7 @@ def test_round_trip_every_table_is_exact(production_dsn: str, pg_cluster: PgClus
             assert (result.status, result.rows) == ("exported", counts[name])
             assert result.parts == -(-counts[name] // 37)
             m = _manifest(store, name)
-            assert m["row_count"] == counts[name] and m["schema_version"] == 1
+            assert m["row_count"] == counts[name] and m["schema_version"] == 2
             assert len(m["parts"]) == result.parts
             if spec.time_column:
                 lo, hi = day_range_us(DAY)
@@ -168,7 +168,7 @@ def test_dataset_reads_with_hive_partitioning(production_dsn: str, store: S3Stor
     host = s3_endpoint.removeprefix("http://")
     fs = pafs.S3FileSystem(endpoint_override=host, scheme="http", access_key="testing",
                            secret_key="testing", region="us-east-1")
-    dataset = ds.dataset(f"{store.bucket}/trades", filesystem=fs, format="parquet", partitioning="hive")
+    dataset = ds.dataset(f"{store.bucket}/table=trades", filesystem=fs, format="parquet", partitioning="hive")
     table = dataset.to_table()
     assert table.num_rows == 172 and "date" in table.column_names
     one_day = dataset.to_table(filter=ds.field("date") == "2026-11-21").num_rows \

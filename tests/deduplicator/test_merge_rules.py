@@ -137,3 +137,28 @@ async def _rows_read(prod: str, n: int) -> bool:
 async def _cov(prod: str, recovered: bool) -> bool:
     rows = await fetch(prod, "SELECT recovered FROM coverage_events")
     return rows == [(recovered,)]
+
+
+async def test_a_known_ts_rank_fills_a_null_one_and_is_never_replaced(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """Issue 19: a gatherer that saw the whole millisecond knows a delta's rank where another did
+    not; production keeps the known one whichever gatherer delivered the row first."""
+    ex = Exchange(random.Random(19))
+    g1, g2, g3 = (fresh_database(pg_cluster, "gatherer") for _ in range(3))
+    prod = fresh_database(pg_cluster, "production")
+    d = ex.delta()
+    await insert(gatherer_role(g1), "orderbook_deltas", [dict(d, ts_rank=None)])
+    await insert(gatherer_role(g2), "orderbook_deltas", [dict(d, ts_rank=3)])
+    await insert(gatherer_role(g3), "orderbook_deltas", [dict(d, ts_rank=4)])  # would be a bug upstream
+    app = await start_app(write_config(tmp_path, {"gatherer-1": g1}, prod, tables=["orderbook_deltas"]))
+    try:
+        await wait_for(lambda: _rows_read(prod, 1), 10, "gatherer-1 merged")
+        assert await fetch(prod, "SELECT ts_rank, gatherer_id FROM orderbook_deltas") == [(None, "gatherer-1")]
+        await app.stop()
+        app = await start_app(write_config(tmp_path, {"gatherer-1": g1, "gatherer-2": g2, "gatherer-3": g3}, prod,
+                                           name="b.yaml", tables=["orderbook_deltas"]))
+        await wait_for(lambda: _rows_read(prod, 3), 10, "gatherers 2 and 3 merged")
+        rows = await fetch(prod, "SELECT ts_rank, gatherer_id FROM orderbook_deltas")
+        assert rows in ([(3, "gatherer-1")], [(4, "gatherer-1")])  # one row; the first known rank stays
+        assert await scalar(prod, "SELECT sum(rows_merged) FROM sync_cursors") == 2  # insert + one fill
+    finally:
+        await app.stop()

@@ -54,7 +54,7 @@ def test_example_config_is_valid(tmp_path: Path) -> None:
                        Environment(env={}))
     assert [g.id for g in cfg.gatherers] == ["gatherer-1", "gatherer-2", "gatherer-3"]
     assert cfg.sync.page_size == 10000 and cfg.sync.poll_interval_ms == 100 and len(cfg.sync.tables) == 8
-    assert cfg.production.password is not None and cfg.production.password.source == "aws:kalshi/prod/deduplicator"
+    assert cfg.production.password is not None and cfg.production.password.source == "aws:kalshi/prod/deduplicator-db-password"
 
 
 async def test_health_ready_and_metrics_over_http(pg_cluster: PgCluster, tmp_path: Path) -> None:

@@ -18,10 +18,12 @@ import yaml
 from psycopg.conninfo import conninfo_to_dict
 
 from gatherer.config import GathererConfig
+from kalshi_data.books import book_at
 from shared.config import Environment, parse_config
 from shared.pgcluster import free_port
 
-#: Short intervals so a fault-and-recover cycle fits in seconds.
+#: Short intervals so a fault-and-recover cycle fits in seconds. The REST budget is the key's
+#: own (the simulator's Basic tier, read from /account/limits), as in production.
 FAST: dict[str, Any] = {
     "connections": {"ticker": 1, "trade": 1, "lifecycle": 1, "orderbook": 2,
                     "markets_per_connection": 1000, "reconnect_min_s": 0.2, "reconnect_max_s": 1.0,
@@ -33,7 +35,6 @@ FAST: dict[str, Any] = {
     "backfill": {"sweep_interval_s": 5.0, "overlap_s": 1.0, "max_window_s": 600.0},
     "registry": {"reconcile_interval_s": 5.0, "statuses": ["open", "unopened"],
                  "exchange_status_interval_s": 2.0},
-    "rate_limit": {"read_per_s": 200.0, "burst": 50},
     "retention": {"interval_s": 3600.0},
     "logging": {"level": "INFO", "format": "text"},
 }
@@ -109,25 +110,13 @@ def truth_trade_ids(sim: Any) -> set[str]:
 
 
 def rebuild_book(dsn: str, ticker: str) -> dict[str, list[list[int]]] | None:
-    """The book of ``ticker`` from the gatherer DB: its newest WS/resync snapshot plus every delta
-    received after that snapshot (receive order is this gatherer's own frame order)."""
-    rows = query(dsn, "SELECT yes_levels, no_levels, received_at FROM orderbook_snapshots "
-                      "WHERE ticker = %s AND source IN ('ws', 'resync') "
-                      "ORDER BY received_at DESC, ingest_seq DESC LIMIT 1", (ticker,))
-    if not rows:
+    """The book of ``ticker`` now, rebuilt from the gatherer DB by the one rebuild
+    (kalshi_data.books: the snapshot's recorded place in the stream plus the deltas after it)."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        book = book_at(conn, ticker, now_us() + 3_600_000_000)
+    if book.snapshot_ts is None:
         return None
-    yes_l, no_l, rx = rows[0]
-    book = {"yes": {int(p): int(s) for p, s in yes_l}, "no": {int(p): int(s) for p, s in no_l}}
-    deltas = query(dsn, "SELECT side, price, delta FROM orderbook_deltas WHERE ticker = %s AND "
-                        "received_at > %s ORDER BY received_at, ingest_seq", (ticker, rx))
-    for side, price, delta in deltas:
-        lv = book[side]
-        v = lv.get(price, 0) + delta
-        if v > 0:
-            lv[price] = v
-        else:
-            lv.pop(price, None)
-    return {k: [[p, v[p]] for p in sorted(v)] for k, v in book.items()}
+    return {"yes": [list(x) for x in book.yes], "no": [list(x) for x in book.no]}
 
 
 def db_trade_ids(dsn: str) -> tuple[set[str], int]:

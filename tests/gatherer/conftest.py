@@ -27,11 +27,13 @@ def _dump_tasks() -> None:
 
 
 @pytest.fixture
-async def gsim() -> AsyncIterator[Any]:
-    """A started tiny simulator on a real-time clock (stopped with a deadline at teardown)."""
+async def gsim(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A started tiny simulator on a real-time clock (stopped with a deadline at teardown).
+    Kalshi's limits model is on; ``@pytest.mark.parametrize("gsim", [{knob: value}],
+    indirect=True)`` changes knobs for one test."""
     from kalshi_sim import Simulator
 
-    s = Simulator(BASE_CONFIG, **SIM_OVERRIDES)
+    s = Simulator(BASE_CONFIG, **{**SIM_OVERRIDES, **getattr(request, "param", {})})
     await s.start()
     yield s
     try:

@@ -67,7 +67,9 @@ async def test_health_ready_and_metrics_over_http(gsim: Any, gconf: Any, run_app
                                                   key_files: Any, pw_file: Path) -> None:
     doc = gconf(admin={"token_file": str(pw_file)})
     app = await _started(run_app, doc)
-    await asyncio.sleep(4.0)  # one poll cycle (interval 3 s)
+    # one poll cycle: 50 markets in batches the Basic budget can pay for, queued behind the
+    # registry and the start-up backfill
+    await h.wait_for(lambda: app.poller.cycles >= 1, 20, "a first poll cycle")
     base = f"http://127.0.0.1:{doc['health']['port']}"
     async with httpx.AsyncClient(timeout=5) as c:
         r = await c.get(base + "/health")

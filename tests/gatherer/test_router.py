@@ -394,3 +394,126 @@ async def test_route_waits_on_a_full_writer() -> None:
     assert not task.done()
     gate.set()
     await task
+
+
+# -- total order and snapshot places (issue 19) ----------------------------------------------
+
+
+async def test_ts_rank_orders_every_delta_of_a_millisecond_after_the_first_one() -> None:
+    rig = Rig()
+    await ob_conn(rig)
+    frames = [("0.5000", "1.00", 100), ("0.5100", "2.00", 100), ("0.5000", "1.00", 100),
+              ("0.5200", "1.00", 101), ("0.5000", "-1.00", 101), ("0.5300", "1.00", 102)]
+    for i, (p, d, ts) in enumerate(frames):
+        await rig.router.route("ob-1", delta(3, 3 + i, T1, p, d, ts), RX)
+    # ms 100 is the first after the fresh snapshot: deltas of it may have preceded the snapshot
+    assert [(r.exchange_ts // 1000, r.ts_rank, r.occurrence) for r in rig.deltas] == [
+        (100, None, 0), (100, None, 0), (100, None, 1), (101, 0, 0), (101, 1, 0), (102, 0, 0)]
+
+
+async def test_after_a_gap_ranks_are_unknown_until_the_markets_first_new_millisecond() -> None:
+    rig = Rig()
+    await ob_conn(rig)
+    for i, (t, ts) in enumerate([(T1, 100), (T2, 100), (T1, 101), (T2, 101)]):
+        await rig.router.route("ob-1", delta(3, 3 + i, t, "0.4000", "1.00", ts), RX)
+    await rig.router.route("ob-1", delta(3, 8, T1, "0.5100", "1.00", 101), RX)  # 7 lost: T1 or T2?
+    await rig.router.route("ob-1", delta(3, 9, T1, "0.5200", "1.00", 102), RX)
+    await rig.router.route("ob-1", delta(3, 10, T2, "0.4100", "1.00", 101), RX)
+    await rig.router.route("ob-1", delta(3, 11, T2, "0.4100", "1.00", 102), RX)
+    assert [(r.ticker, r.exchange_ts // 1000, r.ts_rank) for r in rig.deltas[4:]] == [
+        (T1, 101, None),  # the lost frame may have been T1's at 101
+        (T1, 102, 0),  # every T1 delta of 102 came after the gap
+        (T2, 101, None),  # ... or T2's at 101 (a market's times never go back)
+        (T2, 102, 0)]
+
+
+async def test_fresh_snapshot_is_held_until_the_next_delta_which_it_excludes() -> None:
+    rig = Rig()
+    await ob_conn(rig)
+    assert rig.snapshots == [] and rig.router.held_snapshots == 2
+    await rig.router.route("ob-1", delta(3, 3, T1, "0.5000", "1.00", 100, side="no"), RX)
+    (s,) = rig.snapshots
+    assert (s.ticker, s.cut_kind, s.cut_ts, s.cut_side, s.cut_price, s.cut_delta, s.cut_occurrence) == (
+        T1, "next", 100_000, "no", 5000, 100, 0)
+    assert s.last_delta_ts is None and rig.router.held_snapshots == 1
+
+
+async def test_in_stream_snapshot_after_a_delta_is_cut_after_it_at_once() -> None:
+    rig = Rig()
+    await ob_conn(rig)
+    await rig.router.route("ob-1", delta(3, 3, T1, "0.5000", "1.00", 100), RX)
+    await rig.router.route("ob-1", delta(3, 4, T1, "0.5100", "-1.00", 100), RX)
+    await rig.router.route("ob-1", snap(3, 5, T1, [["0.5000", "11.00"]], cid=9), RX)
+    last = rig.snapshots[-1]
+    assert (last.source, last.cut_kind, last.cut_ts, last.cut_price, last.cut_delta) == (
+        "resync", "last", 100_000, 5100, -100)
+    assert (last.last_delta_ts, last.last_delta_occurrence) == (100_000, 0)
+
+
+async def test_snapshot_after_a_gap_waits_for_a_delta_received_after_the_gap() -> None:
+    rig = Rig()
+    await ob_conn(rig)
+    await rig.router.route("ob-1", delta(3, 3, T1, "0.5000", "1.00", 100), RX)
+    await rig.router.route("ob-1", delta(3, 5, T2, "0.4000", "1.00", 100), RX)  # gap: 4 lost
+    await rig.router.route("ob-1", snap(3, 6, T1, [["0.5000", "11.00"]], cid=9), RX)
+    assert [s.ticker for s in rig.snapshots] == [T1, T2]  # the two fresh ones, released
+    # T2's first delta after its snapshot may be the lost one: its place is unknown
+    assert [s.cut_kind for s in rig.snapshots] == ["next", None]
+    await rig.router.route("ob-1", delta(3, 7, T1, "0.5000", "2.00", 101), RX)
+    s = rig.snapshots[-1]
+    assert (s.source, s.cut_kind, s.cut_ts, s.cut_delta) == ("resync", "next", 101_000, 200)
+
+
+async def test_a_prompt_frame_after_the_hold_writes_quiet_and_a_gap_writes_unknown() -> None:
+    from gatherer.router import HOLD_US
+
+    rig = Rig()
+    await ob_conn(rig)
+    # a prompt delta of T2 HOLD_US later: T1 saw nothing meanwhile; T2's own delta places T2
+    late = RX + HOLD_US
+    await rig.router.route("ob-1", delta(3, 3, T2, "0.4000", "1.00", late // 1000), late)
+    kinds = {s.ticker: s.cut_kind for s in rig.snapshots}
+    assert kinds == {T1: "quiet", T2: "next"}
+    # a stalled frame (delivered long after its exchange time) never ends a hold ...
+    await rig.router.route("ob-1", snap(3, 4, T1, [["0.5000", "10.00"]], cid=2), late)
+    stalled = late + HOLD_US
+    await rig.router.route("ob-1", delta(3, 5, T2, "0.4000", "1.00", late // 1000), stalled)
+    assert rig.router.held_snapshots == 1
+    # ... nor does a gap: it writes the snapshot with its place unknown
+    await rig.router.route("ob-1", delta(3, 7, T2, "0.4000", "1.00", stalled // 1000), stalled)
+    s = rig.snapshots[-1]
+    assert rig.router.held_snapshots == 0 and (s.ticker, s.source, s.cut_kind) == (T1, "resync", None)
+
+
+async def test_held_snapshots_are_written_on_expiry_detach_and_stop() -> None:
+    from gatherer.router import MAX_HOLD_S
+
+    rig = Rig()
+    await ob_conn(rig, "ob-1", 3)
+    rig.clock.t += MAX_HOLD_S + 1
+    await ob_conn(rig, "ob-2", 4)  # T1, T2 move to ob-2: ob-1's held ones are written now
+    assert [(s.ticker, s.cut_kind) for s in rig.snapshots] == [(T1, None), (T2, None)]
+    rig.router.expire_holds()
+    assert rig.router.held_snapshots == 2  # ob-2's are young
+    rig.clock.t += MAX_HOLD_S + 1
+    rig.router.expire_holds()
+    assert rig.router.held_snapshots == 0 and len(rig.snapshots) == 4
+    await ob_conn(rig, "ob-3", 5)
+    rig.router.detach("ob-3")
+    assert rig.router.held_snapshots == 0 and len(rig.snapshots) == 6
+    await ob_conn(rig, "ob-4", 6)
+    rig.router.release_all()
+    await rig.router.drain()
+    assert rig.router.held_snapshots == 0 and len(rig.snapshots) == 8
+    assert all(s.cut_kind is None for s in rig.snapshots)
+
+
+async def test_an_idle_socket_ends_holds_as_quiet_on_the_wall_clock() -> None:
+    from gatherer.router import HOLD_US
+
+    rig = Rig()
+    await ob_conn(rig)
+    rig.router.expire_holds(RX + HOLD_US - 1)
+    assert rig.router.held_snapshots == 2  # not yet
+    rig.router.expire_holds(RX + HOLD_US)  # nothing arrived for HOLD_US on an idle socket
+    assert [(s.ticker, s.cut_kind) for s in rig.snapshots] == [(T1, "quiet"), (T2, "quiet")]

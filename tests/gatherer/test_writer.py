@@ -250,6 +250,25 @@ async def test_clean_batches_take_the_fast_path_in_arrival_order(gatherer_dsn: s
     assert got == [(str(uuid.UUID(int=i + 1)), NOW + i, "KXA-1") for i in order]
 
 
+async def test_a_batch_repeating_its_own_trades_stays_on_the_fast_path(gatherer_dsn: str) -> None:
+    # Two trade sockets deliver every trade twice, usually into the same batch: the repeats are
+    # dropped before the COPY (the first arrival wins), so nothing falls back to staging.
+    reg, m = metrics()
+    w = writer("trades", PgSink(gatherer_dsn), m, batch_size=8)
+    arrivals = [trade(1, NOW), trade(2, NOW), trade(1, NOW + 1000, "rest"), trade(3, NOW),
+                trade(2, NOW), trade(3, NOW), trade(4, NOW), trade(4, NOW + 9, "rest")]
+    for r in arrivals:
+        await w.put(r)
+    assert await w.close(10) == 0
+    assert sample(reg, "writer_copy_fallbacks_total", writer="trades") == 0
+    assert sample(reg, "writer_batch_duplicates_total", writer="trades") == 4
+    assert sample(reg, "writer_inserts_total", writer="trades") == 4
+    got = rows(gatherer_dsn, "SELECT trade_id::text, exchange_ts, source FROM trades "
+                             "ORDER BY ingest_seq")
+    assert got == [(str(uuid.UUID(int=i + 1)), NOW, "ws") for i in (1, 2, 3, 4)]
+    assert rows(gatherer_dsn, "SELECT count(*) FROM trade_ids") == [(4,)]
+
+
 async def test_a_refused_fast_path_falls_back_to_staging_with_the_same_result(
     gatherer_dsn: str,
 ) -> None:

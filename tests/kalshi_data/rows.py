@@ -59,17 +59,21 @@ class Data:
                           (ticker, ts, side, price, delta, occurrence, ts + 1000))
 
     def snapshot(self, where: str, ticker: str, ts: int, yes: list[list[int]], no: list[list[int]],
-                 last_delta_ts: int | None, gatherer: str = "gatherer-1") -> None:
+                 last_delta_ts: int | None, gatherer: str = "gatherer-1",
+                 cut: tuple[Any, ...] | None = None) -> None:
+        """``cut``: (cut_kind, cut_ts, side, price, delta, occurrence), the snapshot's place in the
+        delta stream as the router records it; None = not recorded (place unknown)."""
+        cut_cols = cut if cut is not None else (None,) * 6
         with self.conn(where) as c:
             args = (ticker, ts, "ws", orjson.dumps(yes).decode(), orjson.dumps(no).decode(), last_delta_ts,
-                    0 if last_delta_ts else None, ts)
+                    0 if last_delta_ts else None, ts, *cut_cols)
+            cols = ("ticker, snapshot_ts, source, yes_levels, no_levels, last_delta_ts, last_delta_occurrence, "
+                    "received_at, cut_kind, cut_ts, cut_side, cut_price, cut_delta, cut_occurrence")
             if where == "production":
-                c.execute("INSERT INTO orderbook_snapshots (ticker, snapshot_ts, source, yes_levels, no_levels, "
-                          "last_delta_ts, last_delta_occurrence, received_at, gatherer_id, merged_at) "
-                          "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", (*args, gatherer, ts))
+                c.execute(f"INSERT INTO orderbook_snapshots ({cols}, gatherer_id, merged_at) "
+                          f"VALUES ({', '.join(['%s'] * 16)})", (*args, gatherer, ts))
             else:
-                c.execute("INSERT INTO orderbook_snapshots (ticker, snapshot_ts, source, yes_levels, no_levels, "
-                          "last_delta_ts, last_delta_occurrence, received_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)", args)
+                c.execute(f"INSERT INTO orderbook_snapshots ({cols}) VALUES ({', '.join(['%s'] * 14)})", args)
 
     def coverage(self, where: str, gatherer: str, ticker: str | None, kind: str, a: int, b: int | None,
                  recovered: bool, scope: str = "market", event_id: str | None = None,

@@ -100,6 +100,26 @@ def _check_running_fleet(info: dict[str, Any]) -> None:
     assert "password" not in json.dumps(info).replace("password_file", "")
 
 
+def _check_monitoring(info: dict[str, Any]) -> None:
+    """The demo's Prometheus loads the project's rules and scrapes every service; Alertmanager is
+    the one it notifies (fleet.json gives both URLs)."""
+    mon = info["monitoring"]
+    prom, am = mon["prometheus_url"], mon["alertmanager_url"]
+    assert httpx.get(f"{am}/-/ready", timeout=5).status_code == 200
+    rules = httpx.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
+    assert {g["name"] for g in rules} == {"kalshi-gatherer", "kalshi-deduplicator", "kalshi-infrastructure",
+                                         "kalshi-archive"}
+    deadline = time.monotonic() + 60
+    up: set[str] = set()
+    while time.monotonic() < deadline and len(up) < 5:
+        doc = httpx.get(f"{prom}/api/v1/query", params={"query": "up == 1"}, timeout=5).json()
+        up = {r["metric"]["instance"] for r in doc["data"]["result"]}
+        time.sleep(1)
+    assert up >= {"gatherer-1", "gatherer-2", "gatherer-3", "deduplicator"}, up
+    ams = httpx.get(f"{prom}/api/v1/alertmanagers", timeout=5).json()["data"]["activeAlertmanagers"]
+    assert [a["url"] for a in ams] == [f"{am}/api/v2/alerts"]
+
+
 @pytest.mark.slow
 def test_headless_fleet_runs_reports_and_leaves_nothing(tmp_path: Path) -> None:
     workdir = tmp_path / "fleet"
@@ -114,6 +134,7 @@ def test_headless_fleet_runs_reports_and_leaves_nothing(tmp_path: Path) -> None:
         assert info == json.loads((workdir / "fleet.json").read_text())
         assert info["workdir"] == str(workdir) and info["preset"] == "tiny"
         _check_running_fleet(info)
+        _check_monitoring(info)
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         assert out == "", "exactly one line on stdout"

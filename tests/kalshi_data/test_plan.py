@@ -131,4 +131,4 @@ def test_pointing_at_kalshi_is_a_config_change(tmp_path: Path) -> None:
     assert doc["kalshi"] == {"env": "demo", "api_key_id": "key-1", "private_key_file": str(pem)}
     assert "connections" not in doc  # production pool sizes
     conf = parse_config(yaml.safe_dump(doc), GathererConfig, Environment(env={}))
-    assert conf.kalshi.rest_base == "https://demo-api.kalshi.co/trade-api/v2"
+    assert conf.kalshi.rest_base == "https://external-api.demo.kalshi.co/trade-api/v2"

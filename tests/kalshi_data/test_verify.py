@@ -157,8 +157,10 @@ def _truth_case(d: Data, tmp_path: Path) -> tuple[Path, list[str]]:
         recs.append({"k": "trade", "n": i, "ts_us": ts + 123, "ts_ms": ts // 1000, "rest_ts_us": ts + 123,
                      "trade_id": tid, "ticker": "KX-T", "yes_price": 5600, "no_price": 4400, "count": 100,
                      "taker_side": "yes"})
-    # production: a snapshot that includes delta 0, then deltas 1 and 2, then both trades
-    d.snapshot("production", "KX-T", t + 1500, [[5000, 150]], [[4000, 200]], t + 1000)
+    # production: delta 0 and a snapshot placed right after it, then deltas 1 and 2, both trades
+    d.delta("production", "KX-T", t + 1000, "yes", 5000, 50)
+    d.snapshot("production", "KX-T", t + 1500, [[5000, 150]], [[4000, 200]], t + 1000,
+               cut=("last", t + 1000, "yes", 5000, 50, 0))
     d.delta("production", "KX-T", t + 2_000_000, "no", 4000, -200)
     d.delta("production", "KX-T", t + 3_000_000, "yes", 5100, 10)
     for i, tid in enumerate(ids):

@@ -34,8 +34,12 @@ SPEC_LOG_LINES: tuple[str, ...] = (
 )
 
 
+# alerts/ also holds the Prometheus and Alertmanager configurations, which are not rule files.
+CONFIG_FILES = ("prometheus.yml", "alertmanager.yml")
+
+
 def rule_files() -> list[Path]:
-    files = sorted(ALERTS_DIR.glob("*.yml"))
+    files = sorted(f for f in ALERTS_DIR.glob("*.yml") if f.name not in CONFIG_FILES)
     assert files, "no alerts/*.yml rule files"
     return files
 

@@ -58,6 +58,7 @@ GATHERER: dict[str, str] = {
     "poller_markets_polled": GAUGE,  # markets fetched in the last completed cycle
     "poller_poll_duration_seconds": HISTOGRAM,  # duration of each poll cycle
     "poller_book_mismatches_total": COUNTER,
+    "poller_no_side_convention_mismatches_total": COUNTER,  # WS NO side mirrors REST (R7)
     "backfill_trades_total": COUNTER,
     "backfill_requests_total": COUNTER,  # {reason}
     "backfill_pending_windows": GAUGE,  # durable queue: windows not yet done

@@ -28,7 +28,17 @@ METRIC_PREFIXES = (
     "dedup_",
     "export_",
 )
-KALSHI_DATA_SUBCOMMANDS = {"migrate", "healthcheck", "verify", "gaps", "export", "import", "demo"}
+def _subcommands() -> set[str]:
+    """What `kalshi-data` really offers (its parser), so the runbook names no missing command."""
+    import argparse
+
+    from kalshi_data.__main__ import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
+
+
+KALSHI_DATA_SUBCOMMANDS = _subcommands()
 
 
 def text() -> str:
@@ -176,3 +186,20 @@ def test_runbook_has_no_secrets() -> None:
     body = text()
     assert not re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", body)
     assert not re.search(r"postgres(ql)?://[^\s:@/]+:[^\s@/]+@", body), "DSN with a password"
+
+
+def test_every_shell_block_says_where_it_runs_and_can_run_or_says_why_not() -> None:
+    """The rehearsal (test_rehearsal.py) runs every shell command of the runbook on the host
+    its block names, except the ones that need what one machine lacks, each with its reason."""
+    from . import _runbook
+
+    blocks = _runbook.shell_blocks()  # asserts the '# host: ...' first line of each
+    assert {b.host for b in blocks} == {"gatherer", "deduplicator", "admin"}
+    commands = [c for b in blocks for c in b.commands]
+    excluded = [c for c in commands if _runbook.exclusion(c)]
+    assert len(commands) - len(excluded) >= 18, (len(commands), excluded)
+    # every exclusion rule still matches something (a stale rule would hide nothing on purpose)
+    for pattern, reason in _runbook.EXCLUDED:
+        assert any(re.search(pattern, c) for c in commands), f"unused exclusion {pattern!r} ({reason})"
+    assert {b.target for b in _runbook.sql_blocks()} - {"gatherer", "production", "both"} == set(
+        _runbook.EXCLUDED_SQL_TAGS)

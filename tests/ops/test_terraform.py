@@ -7,16 +7,13 @@ registry, which this project's machines cannot reach, so it is not run here (see
 
 from __future__ import annotations
 
-import gzip
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import hcl2
 import pytest
-import yaml
 
 from ._tools import REPO, require_tool, run
 
@@ -34,7 +31,7 @@ SPEC_VARIABLE_DEFAULTS = {
     "gatherer_volume_size": 200,
     "rds_storage_size": 500,
 }
-SPEC_OUTPUTS = {"gatherer_ips", "deduplicator_ip", "rds_endpoint", "s3_bucket"}
+SPEC_OUTPUTS = {"gatherer_ips", "deduplicator_ip", "rds_endpoint", "rds_port", "s3_bucket"}
 MONITORING_PORTS = {"8080", "9090", "9100"}
 
 
@@ -115,7 +112,9 @@ def test_spec_variables_with_defaults(tf: dict[str, Any]) -> None:
 def test_spec_outputs(tf: dict[str, Any]) -> None:
     assert SPEC_OUTPUTS <= set(tf["output"])
     assert "aws_instance.gatherer[*].private_ip" in tf["output"]["gatherer_ips"]["value"]
-    assert "aws_db_instance.production.endpoint" in tf["output"]["rds_endpoint"]["value"]
+    # the runbook's `psql -h $(terraform output -raw rds_endpoint)`: a host name, port apart
+    assert tf["output"]["rds_endpoint"]["value"] == "${aws_db_instance.production.address}"
+    assert tf["output"]["rds_port"]["value"] == "${aws_db_instance.production.port}"
     assert "aws_s3_bucket.archive.bucket" in tf["output"]["s3_bucket"]["value"]
     for name, out in tf["output"].items():
         assert "random_password" not in str(out["value"]), f"output {name} leaks a password"
@@ -127,6 +126,9 @@ def test_example_tfvars_sets_only_declared_variables(tf: dict[str, Any]) -> None
     assert set(SPEC_VARIABLE_DEFAULTS) <= set(example)
     assert set(example) <= set(tf["variable"]), set(example) - set(tf["variable"])
     assert example["gatherer_count"] == 3
+    # what a working deployment needs and has no default: /health and /metrics must be reachable
+    required = {n for n, v in tf["variable"].items() if "default" not in v}
+    assert required == {"monitoring_cidrs"} and example["monitoring_cidrs"], required
     assert not re.search(r"(?i)(password|secret|private_key)\s*=", EXAMPLE.read_text())
 
 
@@ -158,11 +160,14 @@ def test_security_groups_least_privilege(tf: dict[str, Any]) -> None:
     rds = ingress["rds_postgres_from_deduplicator"]
     assert rds["security_group_id"] == "${aws_security_group.rds.id}"
     assert rds["referenced_security_group_id"] == "${aws_security_group.deduplicator.id}"
-    # Only these three ingress rules exist: postgres x2 and the monitoring set.
+    # Only these ingress rules exist: postgres x2, the monitoring set, and the optional
+    # monitoring host's (checked in test_monitoring_host.py).
     assert set(ingress) == {
         "gatherer_postgres_from_deduplicator",
         "rds_postgres_from_deduplicator",
         "monitoring",
+        "monitoring_ui",
+        "scraped_by_monitoring",
     }
     mon = ingress["monitoring"]
     assert mon["for_each"] == "${local.monitoring_rules}"
@@ -179,7 +184,7 @@ def test_security_groups_least_privilege(tf: dict[str, Any]) -> None:
     assert {
         str(tf["locals"][k]) for k in ("health_port", "metrics_port", "node_exporter_port")
     } == MONITORING_PORTS
-    assert "0.0.0.0/0" in tf["variable"]["monitoring_cidrs"]["validation"][0]["condition"]
+    assert any("0.0.0.0/0" in v["condition"] for v in tf["variable"]["monitoring_cidrs"]["validation"])
     # RDS accepts nothing but the deduplicator; RDS has no egress rule at all
     egress = res(tf, "aws_vpc_security_group_egress_rule")
     assert not [
@@ -206,7 +211,7 @@ def test_instances(tf: dict[str, Any]) -> None:
         assert i["metadata_options"][0]["http_tokens"] == "required"
         root = i["root_block_device"][0]
         assert root["volume_type"] == "gp3" and root["encrypted"] is True
-        assert "base64gzip(templatefile(" in i["user_data_base64"]
+        assert "base64gzip(module.host_files." in i["user_data_base64"]
     vol = res(tf, "aws_ebs_volume")["gatherer_data"]
     assert vol["type"] == "gp3" and vol["encrypted"] is True
     assert vol["size"] == "${var.gatherer_volume_size}"
@@ -221,10 +226,10 @@ def test_rds(tf: dict[str, Any]) -> None:
     assert db["publicly_accessible"] is False
     assert db["multi_az"] == "${var.rds_multi_az}"
     assert db["backup_retention_period"] == "${var.rds_backup_retention_days}"
-    assert db["skip_final_snapshot"] is False
+    assert db["skip_final_snapshot"] == "${var.disposable}"  # production (default): a final snapshot
     assert db["identifier"] == "${local.name}"  # kalshi-prod with the defaults
     assert tf["locals"]["name"] == "${var.project}-${var.environment}"
-    assert db["db_name"] == "kalshi_prod"
+    assert db["db_name"] == "${local.production_db}" and tf["locals"]["production_db"] == "kalshi_prod"
     assert db["vpc_security_group_ids"] == ["${aws_security_group.rds.id}"]
     params = {
         p["name"]: p["value"] for p in res(tf, "aws_db_parameter_group")["production"]["parameter"]
@@ -258,7 +263,8 @@ def test_archive_bucket(tf: dict[str, Any]) -> None:
 
 def test_secrets_named_per_spec(tf: dict[str, Any]) -> None:
     names = tf["locals"]["generated_password_secrets"]
-    assert {"rds-master-password", "gatherer-db-password", "dedup-reader-password"} <= set(names)
+    assert {"rds-master-password", "gatherer-db-password", "dedup-reader-password",
+            "deduplicator-db-password", "analyst-password"} == set(names)
     secrets = res(tf, "aws_secretsmanager_secret")
     assert secrets["db"]["name"] == "${local.secret_path}/${each.key}"
     assert (
@@ -270,6 +276,12 @@ def test_secrets_named_per_spec(tf: dict[str, Any]) -> None:
     assert "kalshi_api_key" not in res(tf, "aws_secretsmanager_secret_version"), (
         "API keys are uploaded by operators"
     )
+    # each gatherer's admin API token is generated into its own secret
+    token = secrets["admin_token"]
+    assert token["name"] == "${local.secret_path}/admin-token-${count.index + 1}"
+    assert token["count"] == "${var.gatherer_count}"
+    version = res(tf, "aws_secretsmanager_secret_version")["admin_token"]
+    assert version["secret_string"] == "${random_password.admin_token[count.index].result}"
 
 
 def _statements(tf: dict[str, Any], name: str) -> list[dict[str, Any]]:
@@ -289,93 +301,56 @@ def test_iam_scoped_to_exact_secrets_and_bucket(tf: dict[str, Any]) -> None:
         "gatherers never touch S3"
     )
     assert "aws_secretsmanager_secret.kalshi_api_key[count.index].arn" in str(gatherer)
+    assert "aws_secretsmanager_secret.admin_token[count.index].arn" in str(gatherer)
     dedup = str(_statements(tf, "deduplicator"))
+    assert 'aws_secretsmanager_secret.db["analyst-password"].arn' in dedup
+    assert "admin_token" not in dedup
     assert "s3:PutObject" in dedup and "aws_s3_bucket.archive.arn" in dedup
     assert "kalshi_api_key" not in dedup
     profiles = res(tf, "aws_iam_instance_profile")
-    assert set(profiles) == {"gatherer", "deduplicator"}
+    assert set(profiles) == {"gatherer", "deduplicator", "monitoring"}
 
 
-def _render(template: Path, values: dict[str, str]) -> str:
-    """The two templatefile() forms our templates use: ${name} and ${indent(N, name)}."""
-
-    def sub(m: re.Match[str]) -> str:
-        expr = m.group(1).strip()
-        ind = re.fullmatch(r"indent\((\d+),\s*(\w+)\)", expr)
-        if ind:
-            pad = " " * int(ind.group(1))
-            lines = values[ind.group(2)].split("\n")
-            return "\n".join([lines[0]] + [pad + line if line else line for line in lines[1:]])
-        assert re.fullmatch(r"\w+", expr), f"unsupported template expression {expr}"
-        return values[expr]
-
-    text = template.read_text()
-    assert "%{" not in text
-    return re.sub(r"(?<!\$)\$\{([^}]*)\}", sub, text)
-
-
-@pytest.mark.parametrize(
-    ("template", "units"),
-    [
-        (
-            "gatherer.yaml.tftpl",
-            {
-                "gatherer_unit": "kalshi-gatherer.service",
-                "migrator_unit": "kalshi-migrator.service",
-            },
-        ),
-        (
-            "deduplicator.yaml.tftpl",
-            {
-                "deduplicator_unit": "kalshi-deduplicator.service",
-                "migrator_unit": "kalshi-migrator.service",
-                "export_service": "kalshi-export.service",
-                "export_timer": "kalshi-export.timer",
-            },
-        ),
-    ],
-)
-def test_cloud_init_renders_to_valid_cloud_config(template: str, units: dict[str, str]) -> None:
-    path = TF / "cloud-init" / template
-    names = set(re.findall(r"(?<!\$)\$\{(?:indent\(\d+,\s*)?(\w+)\)?\}", path.read_text()))
-    values = {n: f"value-of-{n}" for n in names}
-    config = "a: 1\nb:\n  c: x\n"
-    values.update({n: config for n in names if n.endswith("_config")})
-    for var, unit in units.items():
-        values[var] = (REPO / "systemd" / unit).read_text()
-    script = "bootstrap-gatherer.sh" if "gatherer" in template else "bootstrap-deduplicator.sh"
-    values["bootstrap_script"] = (TF / "cloud-init" / script).read_text()
-    rendered = _render(path, values)
-    assert rendered.startswith("#cloud-config\n")
-    doc = yaml.safe_load(rendered)
-    files = {f["path"]: f["content"] for f in doc["write_files"]}
-    for var, unit in units.items():
-        assert files[f"/etc/systemd/system/{unit}"] == (REPO / "systemd" / unit).read_text()
-    assert files["/usr/local/sbin/kalshi-bootstrap"] == values["bootstrap_script"]
-    assert any(
-        yaml.safe_load(c) == {"a": 1, "b": {"c": "x"}}
-        for p, c in files.items()
-        if p.endswith(".yaml")
-    )
-    assert doc["runcmd"] == [["/usr/local/sbin/kalshi-bootstrap"]]
-    # EC2 user data limit is 16 KiB; compute.tf gzips it
-    assert len(gzip.compress(rendered.encode())) < 16384
-    assert not re.search(r"(?i)password\s*[:=]\s*\S", rendered.replace("password_secret", "")), (
-        "no password inline"
-    )
+def test_private_dns_names_the_runbook_uses(tf: dict[str, Any]) -> None:
+    zone = res(tf, "aws_route53_zone")["private"]
+    assert zone["name"] == "${var.private_dns_zone}" and tf["variable"]["private_dns_zone"]["default"] == "internal"
+    assert zone["vpc"][0]["vpc_id"] == "${aws_vpc.main.id}", "a private zone, attached to the VPC"
+    records = res(tf, "aws_route53_record")
+    g = records["gatherer"]
+    assert g["count"] == "${var.gatherer_count}" and g["type"] == "A"
+    assert g["name"] == "${local.gatherer_ids[count.index]}.${var.private_dns_zone}"  # gatherer-N.internal
+    assert g["records"] == ["${aws_instance.gatherer[count.index].private_ip}"]
+    d = records["deduplicator"]
+    assert d["name"] == "deduplicator.${var.private_dns_zone}" and d["records"] == [
+        "${aws_instance.deduplicator.private_ip}"]
+    r = records["production_rds"]
+    assert r["name"] == "production-rds.${var.private_dns_zone}" and r["type"] == "CNAME"
+    assert r["records"] == ["${aws_db_instance.production.address}"]
+    for rec in records.values():
+        assert rec["zone_id"] == "${aws_route53_zone.private.zone_id}"
+    # short names (`psql -h production-rds`) resolve through the DHCP search list
+    dhcp = res(tf, "aws_vpc_dhcp_options")["main"]
+    assert dhcp["domain_name"] == "${local.ec2_domain} ${var.private_dns_zone}"
+    assert dhcp["domain_name_servers"] == ["AmazonProvidedDNS"]
+    assoc = res(tf, "aws_vpc_dhcp_options_association")["main"]
+    assert assoc["dhcp_options_id"] == "${aws_vpc_dhcp_options.main.id}"
 
 
-def test_templates_get_every_variable_they_use() -> None:
-    compute = (TF / "compute.tf").read_text()
-    for template in (TF / "cloud-init").glob("*.tftpl"):
-        used = set(re.findall(r"(?<!\$)\$\{(?:indent\(\d+,\s*)?(\w+)\)?\}", template.read_text()))
-        missing = {n for n in used if not re.search(rf"\b{n}\s*=", compute)}
-        assert not missing, f"{template.name}: not passed by compute.tf: {missing}"
-
-
-@pytest.mark.parametrize("script", ["bootstrap-gatherer.sh", "bootstrap-deduplicator.sh"])
-def test_bootstrap_scripts_are_valid_bash(script: str) -> None:
-    proc = subprocess.run(
-        ["bash", "-n", str(TF / "cloud-init" / script)], capture_output=True, text=True, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_disposable_environment_tears_down(tf: dict[str, Any]) -> None:
+    """`terraform destroy` works for a disposable environment; production keeps its data."""
+    var = tf["variable"]["disposable"]
+    assert var["type"] == "${bool}" or var["type"] == "bool"
+    assert var["default"] is False
+    db = res(tf, "aws_db_instance")["production"]
+    assert db["deletion_protection"] == "${var.rds_deletion_protection && !var.disposable}"
+    assert db["skip_final_snapshot"] == "${var.disposable}"
+    assert db["delete_automated_backups"] == "${var.disposable}"
+    assert res(tf, "aws_s3_bucket")["archive"]["force_destroy"] == "${var.disposable}"
+    assert res(tf, "aws_route53_zone")["private"]["force_destroy"] == "${var.disposable}"
+    assert tf["locals"]["secret_recovery_window"] == (
+        "${var.disposable ? 0 : var.secret_recovery_window_days}")
+    for name, secret in res(tf, "aws_secretsmanager_secret").items():
+        assert secret["recovery_window_in_days"] == "${local.secret_recovery_window}", name
+    runbook = (REPO / "docs" / "runbook.md").read_text()
+    section = runbook[runbook.index("## Tear down"):]
+    assert "-var disposable=true" in section and "terraform destroy" in section

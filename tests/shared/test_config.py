@@ -40,7 +40,7 @@ def test_valid_config_loads_typed_frozen(tmp_path: Path) -> None:
     cfg = parse_config(_valid_gatherer(tmp_path), GathererConfig, Environment({}))
     assert cfg.database.port == 5432
     assert cfg.connections.orderbook == 144  # production default
-    assert cfg.kalshi.rest_base == "https://demo-api.kalshi.co/trade-api/v2"
+    assert cfg.kalshi.rest_base == "https://external-api.demo.kalshi.co/trade-api/v2"
     with pytest.raises(AttributeError):
         cfg.gatherer_id = "x"  # type: ignore[misc]
     res = _check(tmp_path, _valid_gatherer(tmp_path))

@@ -25,7 +25,11 @@ async def test_signed_request_accepted_pkcs8_and_pkcs1(sim: Simulator):
     sim_key = SimKey(*sim.keygen(tier="basic"))
     r = await _limits(sim, signed(sim_key, "GET", LIMITS))
     assert r.status_code == 200
-    assert r.json() == {"usage_tier": "basic", "read_limit": 20, "write_limit": 10}
+    # today's shape (OpenAPI 3.15.0 GetAccountApiLimitsResponse): a BucketLimit per bucket,
+    # Basic = 200 read / 100 write tokens per second, each bucket holding one second
+    assert r.json() == {"usage_tier": "basic",
+                        "read": {"refill_rate": 200, "bucket_capacity": 200},
+                        "write": {"refill_rate": 100, "bucket_capacity": 100}}
     key_id, pem = sim.keygen(pkcs1=True, tier="premier")
     assert "BEGIN RSA PRIVATE KEY" in pem
     r = await _limits(sim, signed(SimKey(key_id, pem), "GET", LIMITS))

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import httpx
 import orjson
+import pytest
 
 from kalshi_sim import SimConfig, Simulator
 from tests.fix_sim import START_MS
@@ -21,6 +22,9 @@ def _c(s: str) -> int:
     return int(Decimal(s) * 100)
 
 
+# Reads every market's REST book one by one (50 requests, 500 tokens): more than the 200-token
+# burst of a Basic-tier IP, which is not what this test is about.
+@pytest.mark.sim(anon_tier="premier")
 async def test_replayed_deltas_equal_rest_book_for_every_market(sim: Simulator, ws_connect,
                                                                 rest):
     tickers = sim.market_tickers(status=None, limit=1000)

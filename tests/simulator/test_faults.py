@@ -134,7 +134,9 @@ async def test_buffer_overflow_gives_error_25(make_sim):
 
 
 async def test_stop_pings(make_sim):
-    sim = await make_sim(ping_interval_s=0.02, pong_timeout_s=5)
+    # Watches pings by sending a command per round trip, far above Kalshi's command rate:
+    # the command-rate limit (error 27) is off here, it is not what this test is about.
+    sim = await make_sim(ping_interval_s=0.02, pong_timeout_s=5, ws_cmd_rate=0)
     ws = await open_ws(sim, SimKey(*sim.keygen()))
     pings: list[bytes] = []
     proto = ws.conn.protocol
@@ -231,6 +233,8 @@ async def test_withhold_trade_from_ws_but_not_rest(sim: Simulator, ws_connect, r
     assert sim.fault_counts()["withhold_trade"] == 1
 
 
+# Compares every market's REST book (50 requests): more than a Basic-tier IP's 20-request burst.
+@pytest.mark.sim(anon_tier="premier")
 async def test_withhold_delta_makes_book_diverge(sim: Simulator, ws_connect, rest):
     tickers = sim.market_tickers(status=None, limit=50)
     ws = await ws_connect()
@@ -477,3 +481,20 @@ async def test_a_rest_storm_can_be_ended(sim: Simulator, rest):
     sim.faults.rest_hang(n=50, seconds=30)
     sim.faults.rest_hang(n=0)
     assert (await rest.get("/exchange/status")).status_code == 200  # neither 503 nor a hang
+
+
+async def test_mute_stalls_one_channel_of_one_key(sim: Simulator, ws_connect, sim_key: SimKey):
+    ws = await ws_connect()
+    await ws.cmd("subscribe", {"channels": ["trade", "ticker"]})
+    await ws.drain()
+    sim.faults.mute("ticker", key_id="another-client")
+    await sim.advance(3_000)
+    assert {f["type"] for f in await ws.drain()} >= {"trade", "ticker"}
+    sim.faults.mute("ticker", key_id=sim_key.key_id)
+    await sim.advance(3_000)
+    types = {f["type"] for f in await ws.drain()}
+    assert "trade" in types and "ticker" not in types  # the socket stays up, one feed stalls
+    sim.faults.mute("ticker", key_id=sim_key.key_id, on=False)
+    await sim.advance(3_000)
+    assert "ticker" in {f["type"] for f in await ws.drain()}
+    assert sim.fault_counts()["mute"] == 2 and sim.fault_counts()["unmute"] == 1

@@ -81,7 +81,8 @@ async def test_markets_fields_types_and_pagination(rest):
     tickers = []
     cursor = ""
     while True:
-        r = (await rest.get("/markets", params={"limit": 7, "cursor": cursor})).json()
+        r = (await rest.get("/markets", params={"limit": 7, "cursor": cursor,
+                                                "mve_filter": "exclude"})).json()
         assert set(r) == {"markets", "cursor"}
         tickers += [m["ticker"] for m in r["markets"]]
         cursor = r["cursor"]
@@ -110,9 +111,11 @@ async def test_market_filters(rest, sim: Simulator):
     want = sim.market_tickers(limit=3)
     tk = (await rest.get("/markets", params={"tickers": ",".join(want)})).json()
     assert [m["ticker"] for m in tk["markets"]] == want
-    op = (await rest.get("/markets", params={"status": "open", "limit": 1000})).json()
+    op = (await rest.get("/markets", params={"status": "open", "limit": 1000,
+                                             "mve_filter": "exclude"})).json()
     assert op["markets"] and {m["status"] for m in op["markets"]} == {"active"}
-    un = (await rest.get("/markets", params={"status": "unopened", "limit": 1000})).json()
+    un = (await rest.get("/markets", params={"status": "unopened", "limit": 1000,
+                                             "mve_filter": "exclude"})).json()
     assert {m["status"] for m in un["markets"]} <= {"initialized"}
     assert len(op["markets"]) + len(un["markets"]) == 50
 
@@ -221,15 +224,48 @@ async def test_legacy_profile_shapes(make_sim):
     await sim.advance(3_000)
     async with httpx.AsyncClient(base_url=sim.rest_url) as c:
         t = sim.market_tickers(limit=1)[0]
+        # legacy2025 REST: the integer twins of 2025 beside the fixed-point fields Kalshi's
+        # schema requires (test_openapi.py validates both profiles against it)
         m = (await c.get(f"/markets/{t}")).json()["market"]
         assert isinstance(m["yes_bid"], int) and isinstance(m["volume"], int)
-        assert "volume_fp" not in m and m["price_level_structure"] == "linear_cent"
+        assert m["volume"] * 100 == int(Decimal(m["volume_fp"]) * 100)
+        assert m["price_level_structure"] == "linear_cent"
         ob = (await c.get(f"/markets/{t}/orderbook")).json()
-        assert set(ob) == {"orderbook"}
+        assert set(ob) == {"orderbook", "orderbook_fp"}
         assert set(ob["orderbook"]) == {"yes", "no", "yes_dollars", "no_dollars"}
         for side in ("yes", "no"):
             lv = ob["orderbook"][side]
             assert lv is None or all(isinstance(p, int) and isinstance(q, int) for p, q in lv)
+            assert [[p, q] for p, q in lv or []] == [
+                [int(Decimal(p) * 100), int(Decimal(q))]
+                for p, q in ob["orderbook_fp"][f"{side}_dollars"]]
         tr = (await c.get("/markets/trades")).json()["trades"][0]
         assert isinstance(tr["yes_price"], int) and isinstance(tr["count"], int)
-        assert "count_fp" not in tr
+        assert tr["yes_price"] == int(Decimal(tr["yes_price_dollars"]) * 100)
+        assert "taker_outcome_side" not in tr  # a May 2026 addition
+
+
+def test_fast_listing_helpers_match_the_reference_forms() -> None:
+    # /markets over an xl catalog: REST times come from a per-day cache and status filters read
+    # only a market's (open, close) window; both must equal what they replace.
+    import random
+    import time
+
+    from kalshi_sim.catalog import PRESETS, Catalog
+    from kalshi_sim.encode import Encoder, iso_ms, iso_s
+
+    cat = Catalog(PRESETS["medium"], 5, 1_780_000_000_000, "fp2026")
+    enc = Encoder("fp2026", cat)
+    rnd = random.Random(7)
+    for ms in [0, 86_399_999, 86_400_000, *(rnd.randrange(4_102_444_800_000) for _ in range(5000))]:
+        assert enc._iso_s(ms) == iso_s(ms) == time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms // 1000))
+        assert enc._iso_ms(ms) == iso_ms(ms)
+    fresh = Catalog(PRESETS["medium"], 5, 1_780_000_000_000, "fp2026")
+    born = cat.add_market(1_780_000_100_000, 2_000, 90_000)
+    for i in [*range(0, cat.count - 1, 97), born]:
+        st = cat.static(i)
+        assert cat.window(i) == (st.open_ms, st.close_ms)
+        assert cat.static(i) is st  # the one-entry memo
+        if i != born:
+            assert fresh.static(i) == st  # still a pure function of (seed, i)

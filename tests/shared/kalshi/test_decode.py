@@ -15,6 +15,7 @@ from shared.kalshi.models import (
     Duplicate,
     ErrorFrame,
     Lifecycle,
+    MissingTimestamp,
     Ok,
     Profile,
     Rejected,
@@ -313,14 +314,42 @@ def test_lost_first_frame_after_subscribed_is_a_gap() -> None:
     assert isinstance(evs[0], SeqGap) and (evs[0].expected, evs[0].got) == (1, 2)
 
 
-@pytest.mark.parametrize(("ok_seq", "gap"), [(5, False), (6, False), (8, True)])
-def test_ok_reports_current_seq(ok_seq: int, gap: bool) -> None:
+@pytest.mark.parametrize("ok_seq", [5, 6, 8])
+def test_ok_seq_is_reported_never_applied(ok_seq: int) -> None:
+    """ok's seq is the last one sent or the next one (undocumented): applying it would drop the
+    next delta as a duplicate under the second reading (issue #14, R4). It is never applied; the
+    next data frame says whether anything was lost."""
     dec = Decoder()
     for s in range(1, 6):
         dec.feed(delta(3, s), RX)
     evs = dec.feed(orjson.dumps({"id": 3, "sid": 3, "seq": ok_seq, "type": "ok", "msg": {}}), RX)
+    assert [type(e) for e in evs] == [Ok] and evs[0].seq == ok_seq  # type: ignore[union-attr]
+    assert dec.last_seq(3) == 5
+    nxt = dec.feed(delta(3, 6), RX)
+    assert [type(e) for e in nxt] == [DeltaRow]
+    if ok_seq == 8:  # frames really were lost before the ok: the next frame after it shows it
+        later = dec.feed(delta(3, 9), RX)
+        assert isinstance(later[0], SeqGap) and (later[0].expected, later[0].got) == (7, 9)
+
+
+@pytest.mark.parametrize(("seq", "gap"), [(5, False), (6, False), (8, True)])
+def test_unsubscribed_seq_reports_a_certain_loss(seq: int, gap: bool) -> None:
+    dec = Decoder()
+    for s in range(1, 6):
+        dec.feed(delta(3, s), RX)
+    evs = dec.feed(orjson.dumps({"id": 4, "sid": 3, "seq": seq, "type": "unsubscribed"}), RX)
     assert any(isinstance(e, SeqGap) for e in evs) is gap
-    assert isinstance(evs[-1], Ok)
+    assert isinstance(evs[-1], Unsubscribed) and dec.last_seq(3) is None
+
+
+def test_delta_without_timestamps_takes_its_receive_time() -> None:
+    dec = Decoder()
+    raw = orjson.dumps({"type": "orderbook_delta", "sid": 2, "seq": 1, "msg": {
+        "market_ticker": T1, "price_dollars": "0.4100", "delta_fp": "3.00", "side": "no"}})
+    evs = dec.feed(raw, RX)
+    assert [type(e) for e in evs] == [MissingTimestamp, DeltaRow]
+    assert evs[0] == MissingTimestamp(2, T1, RX)
+    assert evs[1].exchange_ts == RX and evs[1].price == 4100  # type: ignore[union-attr]
 
 
 def test_rejected_frame_consumes_its_seq_and_names_sid_and_ticker() -> None:
@@ -363,6 +392,67 @@ def test_shared_cache_gives_the_same_values() -> None:
         RX,
     )
     assert isinstance(evs[0], Rejected) and evs[0].reason == "bad_type"
+
+
+# -- legacy2025 fast paths agree with the general conversions -----------------------------------
+
+_scalar = st.one_of(
+    st.integers(-5, 105), st.booleans(), st.floats(-1, 101, allow_nan=False), st.none(),
+    st.text("0123456789-.", max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_scalar, _scalar, _scalar, _scalar)
+def test_legacy_trade_fast_path_matches_trade_fields(yes: object, no: object, count: object,
+                                                     ts: object) -> None:
+    # decode.py converts integer cents/contracts inline; anything else must come out exactly as
+    # the general trade_fields/legacy_ts rules make it (value or rejection reason).
+    from shared.kalshi import _fields
+    from shared.kalshi.units import UnitError, legacy_ts_to_us, to_ms_precision
+
+    msg: dict[str, object] = {"trade_id": "3B8E1F20-6c4d-4a9b-8e77-0d2f5a6c9b13",
+                              "market_ticker": T1, "taker_side": "no"}
+    for k, v in (("yes_price", yes), ("no_price", no), ("count", count), ("ts", ts)):
+        if v is not None:
+            msg[k] = v
+    raw = orjson.dumps({"type": "trade", "sid": 4, "seq": 1, "msg": msg})
+    evs = Decoder().feed(raw, RX)
+    try:
+        fields = _fields.trade_fields(msg)
+        want: object = TradeRow(fields[0], T1, to_ms_precision(legacy_ts_to_us(msg["ts"])),
+                                *fields[1:], "ws", RX)
+    except UnitError as exc:
+        want = exc.reason
+    except KeyError:
+        want = "missing_field"
+    got = evs[0] if isinstance(evs[0], TradeRow) else evs[0].reason  # type: ignore[union-attr]
+    assert got == want
+
+
+_fraction = st.text("0123456789", min_size=0, max_size=11)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), _fraction, st.sampled_from(["Z", "z", "+00:00"])),
+                min_size=1, max_size=6))
+def test_legacy_delta_times_match_the_rfc3339_parser(times: list[tuple[int, str, str]]) -> None:
+    # the per-connection same-second cache must give what units.rfc3339_to_us gives, frame by
+    # frame, whatever the previous frame's second was (or reject it for the same reason)
+    from shared.kalshi.units import UnitError, rfc3339_to_us
+
+    dec = Decoder()
+    for seq, (sec, frac, tz) in enumerate(times, 1):
+        ts = f"2026-05-28T20:26:4{sec}" + (f".{frac}" if frac or seq % 2 else "") + tz
+        raw = orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": seq, "msg": {
+            "market_ticker": T1, "price": 56, "delta": -7, "side": "yes", "ts": ts}})
+        ev = dec.feed(raw, RX)[0]
+        try:
+            want: object = rfc3339_to_us(ts)
+        except UnitError as exc:
+            want = exc.reason
+        got = ev.exchange_ts if isinstance(ev, DeltaRow) else ev.reason  # type: ignore[union-attr]
+        assert got == want, ts
 
 
 # -- malformed input ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 -- a trade socket), whole, so a restart can close them too. Done rows are kept as history (one
 -- per sweep: ~1,440 a day).
 --
--- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/gatherer/004_recovery.sql
+-- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/gatherer/005_recovery.sql
 
 CREATE TABLE IF NOT EXISTS backfill_queue (
     id              BIGINT  GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

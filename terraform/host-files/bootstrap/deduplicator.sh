@@ -1,8 +1,10 @@
 #!/bin/bash
 # First-boot setup of the deduplicator host (run once by cloud-init; safe to re-run).
 # The RDS master password is written only to /etc/kalshi/migrator.pgpass (0600, kalshi), which
-# the migrator needs; the deduplicator role's password goes only into PostgreSQL.
+# the migrator needs; the deduplicator's and analyst's passwords go only into PostgreSQL.
 set -euo pipefail
+# Written by cloud-init from terraform/host-files/templates/bootstrap-*.env.tftpl.
+# shellcheck source=/dev/null
 . /etc/kalshi/bootstrap.env
 export AWS_DEFAULT_REGION DEBIAN_FRONTEND=noninteractive
 log() { echo "kalshi-bootstrap: $*"; }
@@ -27,13 +29,18 @@ for _ in $(seq 1 60); do
     pg_isready -q -h "$RDS_HOST" -p "$RDS_PORT" && break
     sleep 10
 done
-psql_admin() { psql -v ON_ERROR_STOP=1 -q -h "$RDS_HOST" -p "$RDS_PORT" -U "$RDS_ADMIN_USER" -d "$RDS_DB" "$@"; }
+psql_admin() { psql -v ON_ERROR_STOP=1 -q -h "$RDS_HOST" -p "$RDS_PORT" -U "$RDS_ADMIN_USER" -d "$RDS_DB"; }
 psql_admin <<'SQL'
 SELECT 'CREATE ROLE deduplicator LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'deduplicator')\gexec
 SELECT 'CREATE ROLE analyst LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'analyst')\gexec
 SQL
-dedup_pw="$(secret "$DEDUPLICATOR_DB_SECRET")"
-printf "ALTER ROLE deduplicator PASSWORD %s;\n" "'${dedup_pw//\'/\'\'}'" | psql_admin
+set_password() { # role secret-name
+    local pw
+    pw="$(secret "$2")"
+    printf "ALTER ROLE %s PASSWORD %s;\n" "$1" "'${pw//\'/\'\'}'" | psql_admin
+}
+set_password deduplicator "$DEDUPLICATOR_DB_SECRET"
+set_password analyst "$ANALYST_DB_SECRET"
 
 python3 -m venv /opt/kalshi-data/.venv
 /opt/kalshi-data/.venv/bin/pip install -q --upgrade pip

@@ -3,6 +3,8 @@
 # Reads /etc/kalshi/bootstrap.env; passwords come from Secrets Manager and go only into
 # PostgreSQL (ALTER ROLE over the local socket), never onto disk.
 set -euo pipefail
+# Written by cloud-init from terraform/host-files/templates/bootstrap-*.env.tftpl.
+# shellcheck source=/dev/null
 . /etc/kalshi/bootstrap.env
 export AWS_DEFAULT_REGION DEBIAN_FRONTEND=noninteractive
 log() { echo "kalshi-bootstrap: $*"; }
@@ -27,6 +29,7 @@ grep -q 'LABEL=kalshi-pgdata' /etc/fstab || echo 'LABEL=kalshi-pgdata /var/lib/p
 mountpoint -q /var/lib/postgresql || mount /var/lib/postgresql
 
 # 3. PostgreSQL from PGDG; TimescaleDB from Timescale's repository when it has a build
+# shellcheck source=/dev/null
 codename="$(. /etc/os-release && echo "$VERSION_CODENAME")"
 install -d /usr/share/keyrings
 curl -fsSL https://www.postgresql.org/media/keys/ACCC4CF8.asc | gpg --dearmor --yes -o /usr/share/keyrings/pgdg.gpg

@@ -1,7 +1,7 @@
 -- Units of the exchange-time columns (issue #15): one precision for every exchange time,
 -- whichever payload version carried it (data-model.md), stated where analysts look.
 --
--- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/production/003_recovery.sql
+-- Runs standalone: psql -v ON_ERROR_STOP=1 -f migrations/production/004_recovery.sql
 
 COMMENT ON COLUMN orderbook_deltas.exchange_ts IS
     'Exchange time of the delta in microseconds at millisecond precision (WS ts_ms; legacy ts cut to whole ms): one delta has one key on every gatherer.';
