@@ -29,8 +29,9 @@ seq numbers; a new sid starts at 1):
   reading the next data frame is then judged correctly (advancing on "next" would drop that
   frame as a duplicate with no gap signal). A real loss before an ``ok`` shows up on the next
   data frame; on ``unsubscribed`` (the sid ends) a seq beyond ``last + 1`` is reported as a gap.
-- A delta without ``ts``/``ts_ms`` (both optional) takes its receive time as exchange time and
-  is preceded by ``MissingTimestamp``; it is not rejected.
+- A delta without ``ts``/``ts_ms`` (both optional) takes its receive time, cut to whole ms like
+  every exchange time, as exchange time and is preceded by ``MissingTimestamp``; it is not
+  rejected.
 - A data frame that fails validation still consumes its seq (it did arrive), and comes out as
   ``Rejected`` carrying sid/ticker so the router can mark that book dirty.
 

@@ -438,7 +438,8 @@ _fraction = st.text("0123456789", min_size=0, max_size=11)
                 min_size=1, max_size=6))
 def test_legacy_delta_times_match_the_rfc3339_parser(times: list[tuple[int, str, str]]) -> None:
     # the per-connection same-second cache must give what units.rfc3339_to_us gives, frame by
-    # frame, whatever the previous frame's second was (or reject it for the same reason)
+    # frame, whatever the previous frame's second was (or reject it for the same reason), cut
+    # to whole ms like every exchange time (issue 15: one precision, whichever payload version)
     from shared.kalshi.units import UnitError, rfc3339_to_us
 
     dec = Decoder()
@@ -448,7 +449,8 @@ def test_legacy_delta_times_match_the_rfc3339_parser(times: list[tuple[int, str,
             "market_ticker": T1, "price": 56, "delta": -7, "side": "yes", "ts": ts}})
         ev = dec.feed(raw, RX)[0]
         try:
-            want: object = rfc3339_to_us(ts)
+            us = rfc3339_to_us(ts)
+            want: object = us - us % 1000
         except UnitError as exc:
             want = exc.reason
         got = ev.exchange_ts if isinstance(ev, DeltaRow) else ev.reason  # type: ignore[union-attr]
