@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Families that carry a measurement per label, set when measured (a 0 would be a false reading),
 # or whose labels only exist at run time (a socket's id, a table's partitions).
 MEASURED = {"ws_client_connected", "ws_client_last_ping_timestamp", "ws_client_last_message_timestamp",
-            "writer_queue_rows", "writer_queue_max_rows", "db_default_partition_rows", "db_partitions_ahead_days",
+            "writer_queue_rows", "writer_queue_max_rows", "writer_spool_rows", "writer_spool_bytes", "db_default_partition_rows", "db_partitions_ahead_days",
             "db_pool_connections_in_use", "db_pool_connections_max", "db_pool_requests_waiting",
             "db_pool_errors_total", "gatherer_info", "dedup_sync_lag_seconds", "dedup_gatherer_health",
             "rest_budget_tokens_per_second", "rest_budget_capacity_tokens"}
