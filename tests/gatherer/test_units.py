@@ -183,7 +183,7 @@ def test_max_per_key_caps_the_pool_before_any_socket_opens() -> None:
                           ws_url="ws://127.0.0.1:1/trade-api/ws/v2", api_key_id="k")
     mgr = ConnectionManager(cfg, kalshi, None, None, None,  # type: ignore[arg-type]
                             GathererMetrics(CollectorRegistry()), None,  # type: ignore[arg-type]
-                            resync_q=asyncio.Queue(), backfill_q=asyncio.Queue())
+                            backfill_q=asyncio.Queue())
     assert mgr.planned_count() == 5
     assert [c.parked for c in mgr.orderbook] == [False, False, True, True]
     assert mgr.planner.active() == [0, 1]
