@@ -43,6 +43,11 @@ GATHERER: dict[str, str] = {
     "conn_manager_sequence_gaps_total": COUNTER,  # {role}
     "conn_manager_reconnects_total": COUNTER,  # {role}
     "conn_manager_subscribe_errors_total": COUNTER,  # {channel, error_code}
+    "conn_manager_markets_per_subscription": GAUGE,  # learnt from error 26 (issue 14)
+    "conn_manager_commands_per_second": GAUGE,  # learnt from error 27
+    "conn_manager_parked_connections": GAUGE,  # orderbook sockets over the per-key limit
+    "conn_manager_quarantined_markets": GAUGE,
+    "conn_manager_quarantine_total": COUNTER,  # {reason}
     "router_messages_routed_total": COUNTER,  # {type}
     "router_parse_errors_total": COUNTER,  # {reason}
     "router_unknown_messages_total": COUNTER,

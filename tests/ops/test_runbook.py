@@ -152,7 +152,7 @@ def test_units_and_commands_exist() -> None:
     code = "\n".join(
         re.findall(r"```sh\n(.*?)```", body, re.DOTALL) + re.findall(r"`([^`\n]+)`", body)
     )
-    subs = re.findall(r"kalshi-data (\w+)", code)
+    subs = re.findall(r"kalshi-data (\w[\w-]*)", code)  # probe-limits is one command
     assert {"healthcheck", "verify", "gaps", "export", "migrate"} <= set(subs)
     assert set(subs) <= KALSHI_DATA_SUBCOMMANDS, set(subs) - KALSHI_DATA_SUBCOMMANDS
     for cmd in re.findall(r"bin/(kalshi-[a-z]+)", code):
