@@ -225,6 +225,7 @@ class GathererApp:
                                     self.writers["orderbook_snapshots"], self.coverage, m,
                                     requests=resync_q, now_us=_now_us)
         self.router.on_snapshot = self.resync.on_snapshot
+        self.router.on_snapshot_arrived = self.resync.on_snapshot_arrived
         self._spawn(self.resync.run(), "resync")
         await self.conns.start()
 

@@ -93,6 +93,7 @@ class _Pending:
     event_id: str | None = None  # the market's own resync event
     group: _Group | None = None
     steps: list[str] = field(default_factory=list)
+    arrived: bool = False  # a WS snapshot came; the router holds it for its place in the stream
 
 
 class ResyncMachine:
@@ -128,6 +129,14 @@ class ResyncMachine:
             return
         self._arrived.append((p, received_at_us, self._snapshots.mark))
         self._wake.set()
+
+    def on_snapshot_arrived(self, ticker: str) -> None:
+        """A WebSocket snapshot of ``ticker`` arrived (the router may hold it until its place in
+        the stream is known, up to router.MAX_HOLD_S): the step timers stop; the resync ends in
+        ``on_snapshot`` once it is in the writer, and is recovered once committed."""
+        p = self.pending.get(ticker)
+        if p is not None:
+            p.arrived = True
 
     # -- loop --------------------------------------------------------------------------------------
 
@@ -235,6 +244,8 @@ class ResyncMachine:
             if self._conns.find(p.ticker) is None:
                 await self._abandon(p, "the market is no longer subscribed (closed or moved)")
                 continue
+            if p.arrived:
+                continue  # its snapshot is on its way to the writer
             waited = mono - p.step_at
             if p.step == "get_snapshot" and waited >= cfg.get_snapshot_timeout_s:
                 resub.setdefault(p.conn_id, []).append(p)

@@ -13,6 +13,7 @@ Public API (the connection layer calls these; everything else is private)::
     await router.request_resync(ticker, reason)  # poller/admin: resync one market
     await router.adopt_snapshot(row)             # resync machine: a REST snapshot as the book
     router.on_snapshot = fn(ticker, rx_us)       # hook: a fresh snapshot went to the writer
+    router.on_snapshot_arrived = fn(ticker)      # hook: a WS snapshot arrived (maybe held)
     router.flush_metrics()                       # push batched counters (also done every ~1 s)
     router.expire_holds(); await router.drain()  # every ~1 s and at stop (held snapshots, below)
 
@@ -248,6 +249,10 @@ class Router:
         self._last_flush = clock()
         #: called with (ticker, received_at_us) once a fresh snapshot went to the writer
         self.on_snapshot: Callable[[str, int], None] | None = None
+        #: called with the ticker when a WebSocket snapshot arrives, before it may be held for
+        #: its place in the stream (the resync machine stops its step timers; it completes on
+        #: ``on_snapshot``, once the row is in the writer)
+        self.on_snapshot_arrived: Callable[[str], None] | None = None
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -429,6 +434,8 @@ class Router:
             if snap_sid is not None:
                 conn.sids.setdefault(snap_sid, set()).add(ticker)
         was_resync = m.pending or m.dirty
+        if self.on_snapshot_arrived is not None:
+            self.on_snapshot_arrived(ticker)
         m.dirty = False
         m.pending = False
         m.checked_at = row.received_at

@@ -243,15 +243,17 @@ async def test_snapshot_hook_and_a_rest_snapshot_adopted_as_the_book() -> None:
     seen: list[tuple[str, int]] = []
     rig.router.on_snapshot = lambda t, rx: seen.append((t, rx))
     await ob_conn(rig)
-    assert seen == [(T1, RX), (T2, RX)]
+    assert seen == []  # held until their place in the stream is known (issue 19)
     await rig.router.route("ob-1", delta(3, 3, T1, "0.5000", "1.00", 100), RX + 5)
+    assert seen == [(T1, RX)]  # the next delta placed it: now it is in the writer
     await rig.router.route("ob-1", delta(3, 9, T1, "0.5000", "1.00", 101), RX + 9)  # a gap
     assert rig.router.book(T1) is None
     rest = SnapshotRow(T1, RX + 20, "resync", ((5000, 700),), (), None, None, None, RX + 20)
     assert await rig.router.adopt_snapshot(rest)
     book = rig.router.book(T1)
     assert book is not None and book.levels("yes") == ((5000, 700),)
-    assert rig.snapshots[-1].last_delta_ts == 101_000  # its place in the stored delta stream
+    # a REST snapshot has no place in the WebSocket stream
+    assert rig.snapshots[-1].last_delta_ts is None and rig.snapshots[-1].cut_kind is None
     assert seen[-1] == (T1, RX + 20)
     await rig.router.route("ob-1", delta(3, 10, T1, "0.5000", "1.00", 102), RX + 30)
     assert rig.router.book(T1).levels("yes") == ((5000, 800),)  # type: ignore[union-attr]
