@@ -482,7 +482,7 @@ def production_refuses_a_row(lp: Loop) -> None:
                (now_us // 1000 * 1000, uuid.uuid4().int >> 66, now_us))
         lp.fired("DeduplicatorRowsRejected", t0)
         assert lp.sql("production", "SELECT count(*) FROM rejected_rows WHERE table_name = 'tickers' "
-                                    "AND payload->>'ticker' = 'KXLOOP-POISON'")[0][0] == 1
+                                    "AND payload::jsonb->>'ticker' = 'KXLOOP-POISON'")[0][0] == 1
     finally:
         lp.sql("production", "ALTER TABLE tickers DROP CONSTRAINT IF EXISTS loop_no_4242")
     lp.settled("DeduplicatorRowsRejected", "dedup_rejected_rows_total", time.time())
