@@ -37,7 +37,7 @@ BENCHES: dict[str, tuple[bool, bool, float]] = {
     "dedup": (True, False, 300),
     "registry": (False, False, 300),
     "recovery": (True, False, 300),
-    "backpressure": (False, False, 300),
+    "backpressure": (False, False, 900),
     "archive": (True, False, 300),
     "books": (True, False, 600),
     "soak": (True, False, 3600),  # plus the soak's own minutes

@@ -49,6 +49,7 @@ def config(sim: SimProcess, dsn: str, workdir: Path, **overrides: Any) -> dict[s
         "health": {"host": "127.0.0.1", "port": free_port(), "db_probe_interval_s": 2.0},
         "metrics": {"host": "127.0.0.1", "port": free_port()},
         "admin": {"host": "127.0.0.1", "port": free_port()},
+        "spool": {"directory": str(workdir / "spool")},
         "logging": {"level": "ERROR", "format": "text"},
     }
     return _merge(base, overrides)

@@ -10,7 +10,9 @@ The INSERTs are idempotent (identity keys from data-model.md, hardening 1), whic
 crash between any two statements harmless: the page is read again from the unchanged cursor and
 whatever a concurrent page from another gatherer already inserted counts as a duplicate. Each
 INSERT ... SELECT orders its rows by the conflict key, so two gatherers' pages that overlap take
-their key locks in the same order and cannot deadlock each other.
+their key locks in the same order and cannot deadlock each other. The INSERT runs under a
+savepoint: a page production refuses for a row's sake is bisected to those rows, which are set
+aside in production's rejected_rows, and the cursor still moves on (poison.py).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 
+from deduplicator import poison
 from deduplicator.cursors import CursorRow, advance_cursor, lock_cursor
 from deduplicator.pull import page_copy_sql
 from deduplicator.tables import SPECS, TableSpec
+from shared.db import is_row_error
 
 Conn = psycopg.AsyncConnection[Any]
 Side = Literal["gatherer", "production"]
@@ -125,10 +129,11 @@ class PageResult:
     merged: int                    # rows inserted (or newer versions applied) in production
     cursor: CursorRow | None       # the committed cursor; None when the page was empty
     seconds: float = 0.0
+    rejected: int = 0              # rows production refused, set aside in rejected_rows
 
     @property
     def duplicate(self) -> int:
-        return self.rows - self.merged
+        return self.rows - self.merged - self.rejected
 
 
 @dataclass
@@ -180,7 +185,15 @@ async def merge_page(prod: Conn, gath: Conn, spec: TableSpec, gatherer_id: str, 
             rows = max(pcur.rowcount, 0)
         if rows == 0:
             return PageResult(0, 0, None, time.perf_counter() - t0)
-        res = await prod.execute(merge_sql(spec), {"gid": gatherer_id})
-        merged = max(res.rowcount, 0)
-        end = await advance_cursor(prod, spec, gatherer_id, db_uuid, merged, rows - merged)
-    return PageResult(rows, merged, end, time.perf_counter() - t0)
+        merge = merge_sql(spec)
+        rejected = 0
+        try:
+            async with prod.transaction():  # a savepoint: a refused row must not cost the page
+                res = await prod.execute(merge, {"gid": gatherer_id})
+            merged = max(res.rowcount, 0)
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
+            merged, rejected = await poison.isolate(prod, spec, merge, gatherer_id)
+        end = await advance_cursor(prod, spec, gatherer_id, db_uuid, merged, rows - merged - rejected)
+    return PageResult(rows, merged, end, time.perf_counter() - t0, rejected)

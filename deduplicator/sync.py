@@ -192,6 +192,11 @@ class TableSync:
         self._m.dedup_rows_read_total.labels(gatherer=self.source.id, table=self.table).inc(res.rows)
         self._m.dedup_records_written_total.labels(table=self.table).inc(res.merged)
         self._m.dedup_duplicates_total.labels(table=self.table).inc(res.duplicate)
+        if res.rejected:
+            self._m.dedup_rejected_rows_total.labels(gatherer=self.source.id, table=self.table).inc(res.rejected)
+            log.error("%s %s: production refused %d row(s); set aside in rejected_rows, the cursor "
+                      "moved on", self.source.id, self.table, res.rejected,
+                      extra={"gatherer_id": self.source.id, "table": self.table, "rejected": res.rejected})
         c = res.cursor
         self._row_uuid, self.cursor, self.merged_through = c.db_uuid, c.cursor, c.merged_through
         self.rows_merged, self.rows_duplicate = c.rows_merged, c.rows_duplicate

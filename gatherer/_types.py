@@ -22,6 +22,16 @@ class RowSink(Protocol):
     async def put_many(self, rows: Sequence[Any]) -> None: ...
 
 
+class CommitSink(RowSink, Protocol):
+    """A writer that also tells when rows are committed: ``settled(mark)`` returns once every
+    row accepted before ``mark`` was read is in the database (``gatherer.writer.Writer``)."""
+
+    @property
+    def mark(self) -> int: ...
+
+    async def settled(self, mark: int) -> None: ...
+
+
 class BookSource(Protocol):
     """Where the poller finds the WS-reconstructed book of a market (the router)."""
 

@@ -8,8 +8,9 @@ Start order (each step needs the previous ones)::
     writers, partitions           ensure_partitions() before the first insert
     coverage: process_down        from the newest stored row's received_at to now
     market registry full sync     "loaded N markets from REST API"
-    router, connection manager    sockets open, staggered
-    backfill (start-up window), sweep, poller, retention, admin API
+    backfill queue resumed        windows a previous run left pending carry on
+    router, resync machine, connection manager    sockets open, staggered
+    backfill (start-up window), sweep, drain, poller, retention, admin API
 
 Stop order (SIGTERM/SIGINT): admin API, connection manager (stop reading sockets: nothing new
 enters the pipeline), background loops, writers flushed within ``writer.flush_deadline_s``,
@@ -24,7 +25,8 @@ import dataclasses
 import importlib.metadata
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -35,6 +37,7 @@ from gatherer._backoff import Backoff
 from gatherer._exclock import ExchangeClock, TradeTap
 from gatherer.admin import AdminServer
 from gatherer.backfill import Backfill
+from gatherer.backfill_queue import BackfillQueue
 from gatherer.config import GathererConfig
 from gatherer.connection import ConnectionManager
 from gatherer.coverage import CoverageLedger
@@ -45,12 +48,14 @@ from gatherer.poller import SnapshotPoller
 from gatherer.rawlog import RawLog
 from gatherer.rest import RestClient
 from gatherer.retention import TABLES as RETENTION_TABLES
+from gatherer.resync import ResyncMachine
 from gatherer.retention import Retention
 from gatherer.router import _ROUTED_TYPES as ROUTED_TYPES
 from gatherer.router import BackfillRequest, ResyncRequest, Router
+from gatherer.spool import Spool, SpoolBudget, SpoolError
 from gatherer.writer import SPECS, PgSink, Writer, WriterClosed, make_writers
 from shared import db
-from shared.errors import StorageError
+from shared.errors import ConfigError, StorageError
 from shared.http import HttpServer, start_servers
 from shared.kalshi.auth import KeyLoadError, load_private_key
 from shared.kalshi.decode import REJECT_REASONS
@@ -115,6 +120,7 @@ class GathererApp:
         self.conns: ConnectionManager | None = None
         self.coverage: CoverageLedger | None = None
         self.backfill: Backfill | None = None
+        self.resync: ResyncMachine | None = None
         self.poller: SnapshotPoller | None = None
         self.retention: Retention | None = None
         self.rawlog: RawLog | None = None
@@ -160,17 +166,31 @@ class GathererApp:
             lambda: PgSink(lambda: db.connect(dbcfg, "kalshi-gatherer-writer"), notify), m,
             batch_size=cfg.writer.batch_size, flush_interval_s=cfg.writer.flush_interval_ms / 1000,
             queue_max_rows=max(cfg.writer.queue_max_rows, cfg.writer.batch_size),
-            retry_max_s=cfg.writer.retry_max_s)
-        for w in self.writers.values():
+            retry_max_s=cfg.writer.retry_max_s, spool_factory=self._spool_factory())
+        for name, w in self.writers.items():
+            try:
+                left = await w.open_spool()
+            except SpoolError as exc:
+                raise ConfigError("spool.directory", str(exc)) from None
+            if left:
+                log.warning("writer %s: replaying %d rows spooled by the previous run", name, left)
             w.start()
         self.health.writers = self.writers  # type: ignore[assignment]
 
-        self.coverage = CoverageLedger(cfg.gatherer_id, self.writers["coverage_events"], _now_us)
-        last_seen_us, last_trade_us, open_backfill_us = await self._last_stored()
+        self.coverage = CoverageLedger(cfg.gatherer_id, self.writers["coverage_events"], _now_us,
+                                       exchange_offset_us=lambda: self.exclock.offset_us)
+        last_seen_us, last_trade_us = await self._last_stored()
         if last_seen_us is not None:
-            await self.coverage.record("process_down", "process", last_seen_us, _now_us(),
-                                       recovered=False, detail={"how": "restart; trade backfill since "
-                                                                "the last stored trade, fresh snapshots"})
+            await self.coverage.record(
+                "process_down", "process", last_seen_us, _now_us(), recovered=False,
+                detail={"how": "restart; fresh snapshots; trades: the backfill queue and the first "
+                               "sweep cover the downtime",
+                        "lost": "orderbook deltas and ticker updates of the window"})
+        backfill_q: asyncio.Queue[BackfillRequest] = asyncio.Queue(10_000)
+        self.backfill = Backfill(cfg.backfill, self.rest, self.writers["trades"], self.coverage, m,
+                                 requests=backfill_q, queue=BackfillQueue(self.pool),
+                                 exclock=self.exclock, now_us=_now_us)
+        await self.backfill.resume()
 
         self.registry = MarketRegistry(
             cfg.registry, self.rest, m, markets_sink=self.writers["markets"],
@@ -179,7 +199,6 @@ class GathererApp:
         await self._initial_sync()
 
         resync_q: asyncio.Queue[ResyncRequest] = asyncio.Queue(10_000)
-        backfill_q: asyncio.Queue[BackfillRequest] = asyncio.Queue(10_000)
         lifecycle_q: asyncio.Queue[Lifecycle | SeqGap] = asyncio.Queue(100_000)
         profile = None if cfg.kalshi.profile == "auto" else Profile(cfg.kalshi.profile)
         router_writers = dict(self.writers)
@@ -199,22 +218,27 @@ class GathererApp:
 
         self.conns = ConnectionManager(
             cfg.connections, cfg.kalshi, self.key, self.router, self.registry, m, self.coverage,
-            resync_q=resync_q, backfill_q=backfill_q,
+            backfill_q=backfill_q,
             rawlog=self.rawlog.write if self.rawlog is not None else None,
             on_lifecycle_reconnect=self.registry.request_reconcile)
         self.health.conns = self.conns
         self.registry.on_lifecycle = self.conns.on_lifecycle  # a refused market's second chance
+        self.resync = ResyncMachine(cfg.resync, self.conns, self.router, self.rest,
+                                    self.writers["orderbook_snapshots"], self.coverage, m,
+                                    requests=resync_q, now_us=_now_us)
+        self.router.on_snapshot = self.resync.on_snapshot
+        self.router.on_snapshot_arrived = self.resync.on_snapshot_arrived
+        self._spawn(self.resync.run(), "resync")
         await self.conns.start()
 
-        self.backfill = Backfill(cfg.backfill, self.rest, self.writers["trades"], self.coverage, m,
-                                 requests=backfill_q, exclock=self.exclock, now_us=_now_us)
         if cfg.backfill.enabled:
-            self._spawn(self._startup_backfill(last_trade_us, open_backfill_us), "backfill-startup")
+            self._spawn(self._startup_backfill(last_trade_us), "backfill-startup")
             self._spawn(self.backfill.run_sweep(), "backfill-sweep")
         self._spawn(self.backfill.run_requests(), "backfill-requests")
+        self._spawn(self.backfill.run_drain(), "backfill-drain")
 
         self.poller = SnapshotPoller(cfg.poller, self.rest, self.registry, self.router,
-                                     self.writers["orderbook_snapshots"], self.coverage, m, now_us=_now_us)
+                                     self.writers["orderbook_snapshots"], m, now_us=_now_us)
         self.health.poller = self.poller
         if cfg.poller.enabled:
             self._spawn(self._delayed(self.poller.run(), min(5.0, cfg.poller.interval_s)), "poller")
@@ -230,6 +254,17 @@ class GathererApp:
         self.started = True
         log.info("gatherer %s running: %d connections, %d open markets", cfg.gatherer_id,
                  len(self.conns.conns), self.registry.active_count)
+
+    def _spool_factory(self) -> Callable[[str], Spool] | None:
+        """Each writer's on-disk spool under ``spool.directory/<gatherer_id>/``, all sharing one
+        disk bound; None when the spool is disabled (a full queue then blocks the sockets)."""
+        sc = self.cfg.spool
+        self.metrics.writer_spool_max_bytes.set(sc.max_bytes if sc.enabled else 0)
+        if not sc.enabled:
+            return None
+        budget = SpoolBudget(sc.max_bytes)
+        base = Path(sc.directory) / self.cfg.gatherer_id
+        return lambda table: Spool(base, table, budget, self.metrics, chunk_rows=sc.chunk_rows)
 
     async def _router_holds(self) -> None:
         """Snapshots held for their place in the stream are written within the router's bound
@@ -277,30 +312,26 @@ class GathererApp:
             log.info("connected to local database %s", name)
             return
 
-    async def _last_stored(self) -> tuple[int | None, int | None, int | None]:
-        """(newest received_at of anything we stored, newest trade exchange_ts, start of the
-        oldest trade backfill a previous run began and never finished)."""
+    async def _last_stored(self) -> tuple[int | None, int | None]:
+        """(newest received_at of anything we stored, newest trade exchange_ts)."""
         assert self.pool is not None
         async with self.pool.connection() as conn:
             cur = await conn.execute(
                 "SELECT greatest((SELECT max(received_at) FROM trades),"
                 " (SELECT max(updated_at) FROM coverage_events WHERE gatherer_id = %s)),"
-                " (SELECT max(exchange_ts) FROM trades),"
-                " (SELECT min(window_start) FROM coverage_events WHERE gatherer_id = %s"
-                "   AND kind = 'trade_backfill' AND NOT recovered)",
-                (self.cfg.gatherer_id, self.cfg.gatherer_id))
+                " (SELECT max(exchange_ts) FROM trades)", (self.cfg.gatherer_id,))
             row = await cur.fetchone()
         if row is None:
-            return None, None, None
-        return row[0], row[1], row[2]
+            return None, None
+        return row[0], row[1]
 
-    async def _startup_backfill(self, last_trade_us: int | None, open_backfill_us: int | None) -> None:
+    async def _startup_backfill(self, last_trade_us: int | None) -> None:
         """Trades since the last stored one, once a trade socket is live (so REST and WS overlap).
 
-        A previous run may have died with holes older than its newest trade: a reconnect or gap
-        backfill still pending, or a window only its next sweep would have covered. So the window
-        starts one sweep interval before the newest stored trade, or at the oldest unfinished
-        backfill of that run, whichever is earlier; at most ``backfill.max_window_s`` back.
+        Windows a previous run queued and never finished are still in backfill_queue and resume
+        by themselves, and the first sweep starts where that run's last sweep ended; this window
+        (from one sweep interval before the newest stored trade, at most
+        ``backfill.max_window_s`` back) makes the trades complete sooner after a restart.
         """
         assert self.backfill is not None and self.conns is not None
         cfg = self.cfg.backfill
@@ -311,8 +342,6 @@ class GathererApp:
             start = now - int(cfg.max_window_s * 1e6)
         else:
             start = last_trade_us - int((cfg.sweep_interval_s + cfg.overlap_s) * 1e6)
-            if open_backfill_us is not None:
-                start = min(start, open_backfill_us)
         await self.backfill.run(start, "startup", end_us=now)
 
     async def _initial_sync(self) -> None:

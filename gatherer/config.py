@@ -148,6 +148,7 @@ class ConnectionsConfig:
     ping_interval_s: PositiveFloat = 10.0
     ping_timeout_s: PositiveFloat = 20.0
     silent_role_s: PositiveFloat = 120.0
+    subscribe_timeout_s: PositiveFloat = 15.0
     max_message_bytes: PositiveInt = 16 * 1024 * 1024
     compression: bool = False
 
@@ -173,11 +174,37 @@ class PollerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class BackfillConfig:
+    """REST trade backfill: the contiguous sweep and the durable queue (backfill_queue)."""
+
     enabled: bool = True
     sweep_interval_s: PositiveFloat = 60.0
     overlap_s: PositiveFloat = 1.0
     max_window_s: PositiveFloat = 86_400.0
     page_limit: Annotated[int, Range(1, 1000)] = 1000
+    retry_min_s: PositiveFloat = 2.0  # a failed window is retried after this, doubling...
+    retry_max_s: PositiveFloat = 300.0  # ...up to this, until it is done
+
+
+@dataclasses.dataclass(frozen=True)
+class ResyncConfig:
+    """A dirty book's way back: get_snapshot, then (after its timeout) a resubscribe of the
+    socket, then (after that one's) a REST snapshot, retried until a snapshot is committed."""
+
+    get_snapshot_timeout_s: PositiveFloat = 10.0
+    resubscribe_timeout_s: PositiveFloat = 20.0
+    rest_retry_s: PositiveFloat = 15.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SpoolConfig:
+    """On-disk spool (gatherer/spool.py): rows beyond writer.queue_max_rows wait here while the
+    local database is down or slow, so the sockets keep being read. One subdirectory per
+    gatherer id and table; the bound covers all of them together."""
+
+    enabled: bool = True
+    directory: str = "/var/lib/kalshi/spool"
+    max_bytes: PositiveInt = 4 * 1024**3
+    chunk_rows: PositiveInt = 2000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,6 +326,8 @@ class GathererConfig:
     writer: WriterConfig = WriterConfig()
     poller: PollerConfig = PollerConfig()
     backfill: BackfillConfig = BackfillConfig()
+    resync: ResyncConfig = ResyncConfig()
+    spool: SpoolConfig = SpoolConfig()
     registry: RegistryConfig = RegistryConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
     health: HealthConfig = HealthConfig()

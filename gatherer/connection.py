@@ -24,18 +24,24 @@ Per connection (``WsConnection``):
   data silence; a dead socket is closed and reconnected with exponential backoff + full jitter,
   and every connect passes a shared gate (``stagger_s`` apart) so the pool never reconnects in one
   burst;
-- after a reconnect: fresh snapshots come with the new subscription, a trade connection asks for
-  a REST backfill of the outage window, a lifecycle connection asks the registry to reconcile, and
-  the outage is a ``ws_down`` coverage event.
+- an outage, from the last frame received to the new subscription, is a ``ws_down`` coverage
+  event, and so is a resubscribe on a live socket (terminal error, silent role, a resync): data
+  sent meanwhile never reached us either. After it, per role (``on_subscribed``): a trade
+  connection queues a REST backfill of the window, which closes the event once the trades are
+  committed; a lifecycle connection asks the registry to reconcile and closes it when that
+  reconcile has run; orderbook and ticker connections close it unrecovered (fresh snapshots come
+  with the subscription, but the deltas and ticker updates of the window are gone).
 
-The manager also consumes the router's resync requests (``get_snapshot``), and resubscribes a role
-that has been silent for ``silent_role_s`` while the exchange is active.
+The manager resubscribes a role that has been silent for ``silent_role_s`` while the exchange is
+active; the resync machine (gatherer/resync.py) drives ``get_snapshot``/``resubscribe`` for dirty
+books through ``by_id``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import time
@@ -63,7 +69,7 @@ from gatherer.config import ConnectionsConfig, KalshiConfig
 from gatherer.coverage import CoverageLedger
 from gatherer.errors import AuthRejected
 from gatherer.markets import MarketChange, MarketRegistry
-from gatherer.router import BackfillRequest, ResyncRequest, Router
+from gatherer.router import BackfillRequest, Router
 from shared.kalshi.auth import sign_headers
 from shared.kalshi.models import ControlEvent, ErrorFrame, Ok, Subscribed, Unsubscribed
 from shared.logging import RateLimitedLog
@@ -120,11 +126,13 @@ class WsConnection:
         self.ever_connected = False
         self.down_since_us: int | None = None
         self.last_rx_mono = 0.0
+        self.last_rx_us = 0  # receive time of the newest frame: where an outage begins
         self.last_error: str | None = None
         self._ids = itertools.count(1)
         self._cmds: dict[int, Command] = {}
         self._outbox: asyncio.Queue[tuple[int, Command]] = asyncio.Queue()
         self._next_send = 0.0
+        self._subscribe_sent: dict[int, float] = {}  # subscribe command id -> monotonic send time
         self._sync_needed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._later: set[asyncio.Task[None]] = set()
@@ -182,6 +190,15 @@ class WsConnection:
         """The desired market set changed: send the difference when possible."""
         self._sync_needed.set()
 
+    def abort(self, why: str) -> None:
+        """Drop the socket now (it reconnects with backoff): the exchange stopped answering."""
+        ws = self.ws
+        if ws is not None:
+            log.warning("WebSocket %s: %s; reconnecting", self.conn_id, why,
+                        extra={"conn_id": self.conn_id})
+            with contextlib.suppress(Exception):
+                ws.transport.abort()
+
     def subscribed_markets(self) -> int:
         if not self.open or self.role != "orderbook":
             return 0
@@ -205,6 +222,7 @@ class WsConnection:
         ended that sid, so no ``unsubscribe`` is sent (it would only earn an error 7)."""
         if self.ws is None:
             return
+        dropped = False
         for sub in list(self.subs.subs):
             if (sid is not None and sub.sid != sid) or sub.pending is not None:
                 continue  # a fresh subscribe is already on its way
@@ -220,8 +238,30 @@ class WsConnection:
                     self._enqueue(*cmd)
             elif sub.sid is not None:
                 self.subs.ended(sub.sid)
+            dropped = True
+        if dropped:
+            # data sent until the new subscription never reaches us: an outage of this socket,
+            # closed by on_subscribed (and only by the evidence) once it is healthy again
+            await self._outage_begins(why)
         self._refresh_health()
         self._sync_needed.set()
+
+    async def resubscribe_markets(self, why: str, tickers: Sequence[str]) -> None:
+        """Resubscribe the subscriptions that carry ``tickers`` (fresh snapshots of all their
+        markets); a subscription still being subscribed is left alone (its answer brings them)."""
+        sids = {s.sid for t in tickers if (s := self.subs.owner(t)) is not None and s.sid is not None}
+        for sid in sorted(sids):
+            await self.resubscribe(why, sid=sid)
+
+    def subscribe_overdue(self, now: float, timeout_s: float) -> bool:
+        """True (once) when a subscribe sent on this socket has had no answer for ``timeout_s``:
+        without a timeout the subscription would wait for it forever."""
+        for sub in self.subs.subs:
+            sent = self._subscribe_sent.get(sub.pending) if sub.pending is not None else None
+            if sent is not None and now - sent > timeout_s:
+                self._subscribe_sent.clear()
+                return True
+        return False
 
     # ---- connection loop -------------------------------------------------------------------
     async def _run(self, initial_delay: float) -> None:
@@ -290,6 +330,7 @@ class WsConnection:
         self.ws = ws
         self.subs.reset()
         self._cmds.clear()
+        self._subscribe_sent.clear()
         self._outbox = asyncio.Queue()
         mgr.router.attach(self.conn_id, self.role)
         reconnect = self.ever_connected
@@ -325,6 +366,7 @@ class WsConnection:
         conn_id = self.conn_id
         async for raw in ws:
             rx = time.time_ns() // 1000
+            self.last_rx_us = rx
             self.last_rx_mono = time.monotonic()
             self._n_msgs += 1
             self._n_bytes += len(raw)
@@ -422,6 +464,8 @@ class WsConnection:
                 await asyncio.sleep(self._next_send - now)
                 now = time.monotonic()
             self._next_send = max(now, self._next_send) + 1.0 / self._mgr.cmd_rate.per_s
+            if cmd.kind == "subscribe":
+                self._subscribe_sent[i] = now
             await ws.send(orjson.dumps({"id": i, "cmd": _CMD_NAMES[cmd.kind],
                                         "params": cmd.params}).decode())
 
@@ -430,6 +474,7 @@ class WsConnection:
             if isinstance(ev, Subscribed):
                 if ev.id is not None:
                     self._cmds.pop(ev.id, None)
+                    self._subscribe_sent.pop(ev.id, None)
                 if ev.sid is None:
                     continue
                 sub = self.subs.subscribed(ev.id, ev.sid, time.monotonic())
@@ -452,6 +497,8 @@ class WsConnection:
     async def _on_error(self, ev: ErrorFrame) -> None:
         code = ev.code
         cmd = self._cmds.pop(ev.id, None) if ev.id is not None else None
+        if ev.id is not None:
+            self._subscribe_sent.pop(ev.id, None)
         self._m.conn_manager_subscribe_errors_total.labels(
             channel=self.subs.channel, error_code=str(code)).inc()
         self._mgr.rl.log(logging.WARNING, f"err:{self.conn_id}:{code}", "error frame %s (%s) on %s",
@@ -462,6 +509,7 @@ class WsConnection:
             log.warning("resubscribing %s channel (terminal error %s)", self.subs.channel, code,
                         extra={"conn_id": self.conn_id, "sid": ev.sid})
             self.subs.ended(ev.sid)
+            await self._outage_begins(f"terminal error {code}")  # what it sent since is lost
             self._refresh_health()
             self._sync_needed.set()
             return
@@ -528,12 +576,20 @@ class WsConnection:
         self._mgr.router.detach(self.conn_id)
         self.subs.reset()
         self._cmds.clear()
+        self._subscribe_sent.clear()
         if was_open and not self._stopping:
-            self.down_since_us = _now_us()
-            self._ws_down_event = await self._mgr.coverage.open(
-                "ws_down", "connection", self.down_since_us,
-                detail={"conn_id": self.conn_id, "role": self.role})
+            await self._outage_begins("socket lost")
         self._mgr.update_gauges()
+
+    async def _outage_begins(self, cause: str) -> None:
+        """Open this connection's ``ws_down`` event, from the last frame received, unless one is
+        open already (a resubscribe that fails into a reconnect is one outage)."""
+        if self._ws_down_event is not None:
+            return
+        self.down_since_us = self.last_rx_us or _now_us()
+        self._ws_down_event = await self._mgr.coverage.open(
+            "ws_down", "connection", self.down_since_us,
+            detail={"conn_id": self.conn_id, "role": self.role, "cause": cause})
 
 
 _CMD_NAMES = {"subscribe": "subscribe", "unsubscribe": "unsubscribe", "add": "update_subscription",
@@ -553,7 +609,6 @@ class ConnectionManager:
         metrics: GathererMetrics,
         coverage: CoverageLedger,
         *,
-        resync_q: asyncio.Queue[ResyncRequest],
         backfill_q: asyncio.Queue[BackfillRequest],
         rawlog: RawLogFn | None = None,
         on_lifecycle_reconnect: Callable[[], None] | None = None,
@@ -566,7 +621,6 @@ class ConnectionManager:
         self.metrics = metrics
         self.coverage = coverage
         self.rawlog = rawlog
-        self._resync_q = resync_q
         self._backfill_q = backfill_q
         self._on_lifecycle_reconnect = on_lifecycle_reconnect
         self.ws_path = urlsplit(kalshi.ws_base).path or "/trade-api/ws/v2"
@@ -618,7 +672,6 @@ class ConnectionManager:
                 c.start(c.index * self.cfg.stagger_s)
         self._tasks = [
             asyncio.create_task(self._changes_loop(), name="conn-changes"),
-            asyncio.create_task(self._resync_loop(), name="conn-resync"),
             asyncio.create_task(self._watchdog_loop(), name="conn-watchdog"),
         ]
 
@@ -770,34 +823,6 @@ class ConnectionManager:
                 self.apply_change(q.get_nowait())
             self.update_gauges()
 
-    async def _resync_loop(self) -> None:
-        while True:
-            req = await self._resync_q.get()
-            conn = next((c for c in self.conns if c.conn_id == req.conn_id), None)
-            ok = False
-            if conn is not None:
-                try:
-                    ok = await conn.get_snapshot(req.sid, req.tickers)
-                except websockets.ConnectionClosed:
-                    ok = False
-            now = _now_us()
-            kind = "seq_gap" if req.reason == "seq_gap" else "resync"
-            detail = {"reason": req.reason, "conn_id": req.conn_id, "sid": req.sid,
-                      "how": "get_snapshot" if ok else "resubscribe"}
-            if len(req.tickers) <= 100:
-                for t in req.tickers:
-                    await self.coverage.record(kind, "market", now, now, ticker=t, recovered=ok,
-                                               detail=detail)
-            else:
-                await self.coverage.record(kind, "connection", now, now, recovered=ok,
-                                           detail={**detail, "markets": len(req.tickers)})
-            if not ok and conn is not None and conn.ws is not None:
-                # the sid is stale (already replaced) or the send failed: a new subscription
-                # brings fresh snapshots of everything.
-                if conn.subs.by_sid(req.sid) is None:
-                    continue
-                await conn.resubscribe(f"resync ({req.reason})", sid=req.sid)
-
     async def _watchdog_loop(self) -> None:
         """Silent roles, periodic rebalance, gauges, metric counters."""
         last_rebalance = time.monotonic()
@@ -806,6 +831,10 @@ class ConnectionManager:
             now = time.monotonic()
             for c in self.conns:
                 c.flush_counters()
+                if c.ws is not None and c.subscribe_overdue(now, self.cfg.subscribe_timeout_s):
+                    # never answered: without this the socket would wait for it forever
+                    self.metrics.ws_client_errors_total.labels(type="subscribe_timeout").inc()
+                    c.abort(f"subscribe not answered within {self.cfg.subscribe_timeout_s:.0f} s")
             if now - last_rebalance > 30.0:
                 last_rebalance = now
                 self.rebalance()
@@ -830,7 +859,8 @@ class ConnectionManager:
                         c.last_rx_mono = now
 
     async def on_subscribed(self, conn: WsConnection) -> None:
-        """A (re)connected socket is subscribed again: close its outage, recover what it missed."""
+        """A (re)connected socket is subscribed again: end its outage window and recover what
+        can be recovered; the event is closed recovered only by the evidence (module docstring)."""
         if conn.role == "trade":
             self.trade_live.set()
         down = conn.down_since_us
@@ -838,15 +868,34 @@ class ConnectionManager:
             return
         conn.down_since_us = None
         now = _now_us()
+        eid, conn._ws_down_event = conn._ws_down_event, None
+        ref = self.coverage.ref(eid) if eid is not None else None
+        if ref is not None:
+            ref = dataclasses.replace(ref, window_end=now)
         if conn.role == "trade":
-            await self._backfill_q.put(BackfillRequest(None, down, now, "reconnect", conn.conn_id))
-        elif conn.role == "lifecycle" and self._on_lifecycle_reconnect is not None:
+            # the backfill closes the event once the window's trades are committed
+            await self._backfill_q.put(BackfillRequest(None, down, now, "reconnect", conn.conn_id,
+                                                       link=ref))
+            return
+        if eid is None:
+            return
+        if conn.role == "lifecycle" and self._on_lifecycle_reconnect is not None:
             self._on_lifecycle_reconnect()
-        if conn._ws_down_event is not None:
-            await self.coverage.close(conn._ws_down_event, window_end=now, recovered=True,
-                                      detail={"how": "resubscribed" + (", trade backfill"
-                                                                       if conn.role == "trade" else "")})
-            conn._ws_down_event = None
+            task = asyncio.create_task(self._close_after_reconcile(eid, now, self.registry.reconciles_started),
+                                       name=f"ws-down-{conn.conn_id}")
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(task)
+            return
+        lost = "orderbook deltas" if conn.role == "orderbook" else f"{conn.role} updates"
+        await self.coverage.close(eid, window_end=now, recovered=False,
+                                  detail={"how": "resubscribed; fresh snapshots",
+                                          "lost": f"{lost} of the window (no source serves them again)"})
+
+    async def _close_after_reconcile(self, event_id: str, end_us: int, since: int) -> None:
+        """A lifecycle outage is recovered once a registry reconcile started after it has run."""
+        await self.registry.wait_reconciled(since)
+        await self.coverage.close(event_id, window_end=end_us, recovered=True,
+                                  detail={"how": "resubscribed; registry reconciled over REST"})
 
     # ---- status ----------------------------------------------------------------------------
     def update_gauges(self) -> None:
@@ -873,6 +922,9 @@ class ConnectionManager:
 
     def healthy_count(self) -> int:
         return sum(1 for c in self.conns if c.healthy)
+
+    def by_id(self, conn_id: str) -> WsConnection | None:
+        return next((c for c in self.conns if c.conn_id == conn_id), None)
 
     def find(self, ticker: str) -> WsConnection | None:
         i = self.planner.owner.get(ticker)

@@ -4,7 +4,8 @@
 
     {"status", "gatherer_id", "version", "uptime_s",
      "components": {"websocket": {"status", "connections", "healthy", "subscribed_markets"},
-                    "database":  {"status", "writable", "queue_rows", "queue_max_rows"},
+                    "database":  {"status", "writable", "queue_rows", "queue_max_rows",
+                                  "spool_rows"},
                     "registry":  {"status", "markets", "active_markets", "last_sync_age_s"},
                     "poller":    {"status", "last_cycle_s", "last_cycle_age_s"},
                     "exchange":  {"status", "exchange_active", "trading_active"}}}
@@ -41,6 +42,7 @@ _RANK = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
 class _Queued(Protocol):
     queued_rows: int
+    spooled_rows: int
     failing: bool
 
 
@@ -112,7 +114,8 @@ class GathererHealth:
         writable = self._db_writable()
         queue_rows = sum(w.queued_rows for w in self.writers.values())
         database = {"status": "healthy" if writable else "unhealthy", "writable": writable,
-                    "queue_rows": queue_rows, "queue_max_rows": cfg.writer.queue_max_rows}
+                    "queue_rows": queue_rows, "queue_max_rows": cfg.writer.queue_max_rows,
+                    "spool_rows": sum(w.spooled_rows for w in self.writers.values())}
         # registry
         reg = self.registry
         age = None

@@ -95,6 +95,10 @@ class MarketRegistry:
         self._emitting = False
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
+        # reconciles started / the start number of the newest completed one (wait_reconciled)
+        self.reconciles_started = 0
+        self.reconciled_through = 0
+        self._reconciled = asyncio.Event()
         self._reconcile_now = asyncio.Event()
         self.loaded = False
         self.last_sync_us: int | None = None
@@ -397,6 +401,13 @@ class MarketRegistry:
             await asyncio.sleep(min_interval_s)  # gather a batch
             await self._fetch_dirty()
 
+    async def wait_reconciled(self, since: int) -> None:
+        """Return once a reconcile that started after ``reconciles_started`` was ``since`` has
+        completed (one already running when a change was missed does not count)."""
+        while self.reconciled_through <= since:
+            self._reconciled.clear()
+            await self._reconciled.wait()
+
     def request_reconcile(self) -> None:
         """Reconcile soon (a lifecycle socket reconnected or its seq jumped: changes were missed)."""
         self._reconcile_now.set()
@@ -406,8 +417,12 @@ class MarketRegistry:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reconcile_now.wait(), self._cfg.reconcile_interval_s)
             self._reconcile_now.clear()
+            self.reconciles_started += 1
+            number = self.reconciles_started
             try:
                 await self.reconcile()
+                self.reconciled_through = number
+                self._reconciled.set()
             except RestError as exc:
                 self._rl.log(logging.ERROR, "reconcile", "registry reconcile failed: %s", exc)
 

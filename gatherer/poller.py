@@ -7,9 +7,11 @@ and refuses a request costing more than the key's bucket holds, so a batch is
 tokens, 90% headroom). Requests queue at the lowest priority of the REST budget, behind the
 registry and trade backfill, so a long cycle never starves them. A book that changed since the
 last poll is stored as a snapshot with source ``'rest'``; a book that differs from the router's
-WS-reconstructed one is counted (``poller_book_mismatches_total``), recorded as a
-``book_mismatch`` coverage event and resynced. (The REST book can lag the WS book slightly, so
-an occasional mismatch on a busy market is expected and harmless: it costs one fresh snapshot.)
+WS-reconstructed one is counted (``poller_book_mismatches_total``) and handed to the resync
+machine, which records the ``book_mismatch`` window (from the last moment the book was known good:
+deltas were lost somewhere in it) and the resync. A book that matches moves that "known good"
+moment forward. (The REST book can lag the WS book slightly, so an occasional mismatch on a busy
+market is expected and harmless: it costs one fresh snapshot and a conservative loss window.)
 
 NO-side convention: Kalshi's ``use_yes_price`` (WS orderbook) reports the NO side on the YES
 price scale, and is to become the default and then disappear; we ask for NO prices explicitly,
@@ -28,7 +30,6 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from gatherer._types import NowUs, RowSink
 from gatherer.config import PollerConfig
-from gatherer.coverage import CoverageLedger
 from gatherer.errors import RestError
 from gatherer.markets import MarketRegistry
 from gatherer.rest import RestClient
@@ -56,7 +57,6 @@ class SnapshotPoller:
         registry: MarketRegistry,
         router: Router,
         snapshots: RowSink,
-        coverage: CoverageLedger,
         metrics: GathererMetrics,
         *,
         now_us: NowUs,
@@ -66,7 +66,6 @@ class SnapshotPoller:
         self._registry = registry
         self._router = router
         self._snapshots = snapshots
-        self._coverage = coverage
         self._m = metrics
         self._now = now_us
         self._last: dict[str, int] = {}  # ticker -> digest of the last stored REST book
@@ -120,12 +119,7 @@ class SnapshotPoller:
         self._check_no_convention(snap)
         self._rl.log(logging.WARNING, "mismatch", "REST book of %s differs from the WS book at %d "
                      "levels; resyncing", snap.ticker, len(diff.levels), ticker=snap.ticker)
-        now = self._now()
-        resynced = await self._router.request_resync(snap.ticker, "book_mismatch")
-        await self._coverage.record("book_mismatch", "market", now, now, ticker=snap.ticker,
-                                    recovered=resynced,
-                                    detail={"levels": [list(x) for x in diff.levels[:20]],
-                                            "how": "resync" if resynced else "none"})
+        await self._router.request_resync(snap.ticker, "book_mismatch")
         return True
 
     def _check_no_convention(self, snap: SnapshotRow) -> None:

@@ -295,11 +295,13 @@ class RestClient:
     async def paginate(self, path: str, params: Mapping[str, Any], items_key: str, *,
                        endpoint: str | None = None, limit: int = 1000,
                        max_pages: int = 1_000_000,
-                       priority: int = Priority.REGISTRY) -> AsyncIterator[list[dict[str, Any]]]:
+                       priority: int = Priority.REGISTRY,
+                       strict: bool = False) -> AsyncIterator[list[dict[str, Any]]]:
         """Yield each page's ``items_key`` list, following ``cursor`` until it is empty/absent.
 
         A cursor seen before (a server-side loop) ends the iteration with an error log and a
-        ``market_registry_rest_errors_total`` count instead of spinning forever.
+        ``market_registry_rest_errors_total`` count instead of spinning forever; with ``strict``
+        it raises ``RestError`` instead, for callers that must know the listing was complete.
         """
         seen: set[str] = set()
         cursor: str | None = None
@@ -321,6 +323,8 @@ class RestClient:
                 self._m.market_registry_rest_errors_total.labels(endpoint=label).inc()
                 log.error("REST %s returned a cursor it already gave (pagination loop); stopping "
                           "this listing early", label, extra={"endpoint": label})
+                if strict:
+                    raise RestError(label, 200, "pagination_loop", "listing cut short")
                 return
             seen.add(nxt)
             cursor = nxt
@@ -404,6 +408,7 @@ class RestClient:
         elif skew > 0:
             skew -= 1.0
         self.last_skew_s = skew
+        self._m.rest_clock_skew_seconds.set(skew)
         if abs(skew) > self._cfg.clock_skew_warn_s:
             self._rl.log(logging.WARNING, "clock_skew", "server Date differs from our clock by "
                          "%.1f s (> %.1f s); requests are signed with the local clock, check NTP",
@@ -417,7 +422,9 @@ class TradeQuery:
     ones. The live part is read first, then the cutoff is read again: trades only ever move
     from live to historical, so a cutoff that advanced meanwhile is caught by the historical
     read that follows. With no cutoff known both tiers are asked. A failure of a tier the window
-    needs raises ``RestError``, so no caller records such a window as recovered.
+    needs raises ``RestError``, so no caller records such a window as recovered; so does a
+    listing cut short by a cursor loop (``strict``): the backfill calls a window recovered only
+    when every page was read.
     """
 
     def __init__(self, client: RestClient, ticker: str | None, min_ts: int | None,
@@ -443,7 +450,7 @@ class TradeQuery:
         cut = await c.historical_cutoff()
         if cut is None or self._max is None or (self._max + 1) * 1_000_000 > cut:
             async for page in c.paginate("/markets/trades", self._q, "trades", limit=self._limit,
-                                         priority=self._priority):
+                                         priority=self._priority, strict=True):
                 yield page
             self.sources.add("live")
             cut = await c.historical_cutoff(force=True)
@@ -451,7 +458,7 @@ class TradeQuery:
             return  # wholly after the cutoff: nothing of it can be historical
         try:
             async for page in c.paginate("/historical/trades", self._q, "trades",
-                                         limit=self._limit, priority=self._priority):
+                                         limit=self._limit, priority=self._priority, strict=True):
                 yield page
         except RestError as exc:
             if cut is None and exc.status == 404 and exc.code == "not_found":

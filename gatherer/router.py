@@ -11,6 +11,9 @@ Public API (the connection layer calls these; everything else is private)::
     router.book(ticker) -> Book | None           # clean reconstructed book, if any
     router.compare(rest_snapshot, depth=None) -> BookDiff | None   # poller mismatch check
     await router.request_resync(ticker, reason)  # poller/admin: resync one market
+    await router.adopt_snapshot(row)             # resync machine: a REST snapshot as the book
+    router.on_snapshot = fn(ticker, rx_us)       # hook: a fresh snapshot went to the writer
+    router.on_snapshot_arrived = fn(ticker)      # hook: a WS snapshot arrived (maybe held)
     router.flush_metrics()                       # push batched counters (also done every ~1 s)
     router.expire_holds(); await router.drain()  # every ~1 s and at stop (held snapshots, below)
 
@@ -20,10 +23,12 @@ backpressure point: when a writer's queue is full, ``route`` waits, and so does 
 
 What goes on the request queues (consumed by the I/O layer):
 
-- ``resync_q``: ``ResyncRequest(conn_id, sid, tickers, reason)``: send ``update_subscription``
-  ``get_snapshot`` for those markets (or resubscribe). Reasons: ``seq_gap``, ``no_snapshot``
-  (delta before any snapshot), ``negative_level``, ``rejected_frame``, ``book_mismatch``, and
-  whatever ``request_resync`` is given.
+- ``resync_q``: ``ResyncRequest(conn_id, sid, tickers, reason, since_us)``: for the resync
+  machine (gatherer/resync.py). Reasons: ``seq_gap``, ``no_snapshot`` (delta before any
+  snapshot), ``negative_level``, ``rejected_frame``, ``book_mismatch``, and whatever
+  ``request_resync`` is given. ``since_us`` is where the loss may begin: the last good frame of
+  the sid for a gap, the last moment the book was known good (its snapshot, or a poller
+  comparison that matched) for a divergence.
 - ``backfill_q``: ``BackfillRequest(tickers, start_us, end_us, reason, conn_id)``: REST trade
   backfill; ``tickers=None`` means all markets of that trade subscription. Raised on a trade-channel
   seq gap (window: previous frame's receive time .. the frame that revealed the gap).
@@ -67,6 +72,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gatherer.coverage import CoverageRef
 from shared.kalshi.book import Book, BookDiff
 from shared.kalshi.decode import DATA_TYPES, REJECT_REASONS, UNKNOWN_TYPE, Decoder
 from shared.kalshi.models import (
@@ -133,31 +139,35 @@ class RowSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ResyncRequest:
-    """Fetch fresh snapshots for ``tickers`` on subscription ``sid`` of ``conn_id``."""
+    """Fetch fresh snapshots for ``tickers`` on subscription ``sid`` of ``conn_id``; the books
+    may have gone wrong from ``since_us`` (receive clock; None = now)."""
 
     conn_id: str
     sid: int
     tickers: tuple[str, ...]
     reason: str
+    since_us: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class BackfillRequest:
     """Fetch REST trades in [start_us, end_us] (our receive clock; add overlap when querying).
-    ``tickers=None``: every market of the affected trade subscription."""
+    ``tickers=None``: every market of the affected trade subscription. ``link``: a coverage event
+    the backfill recovers and closes once its trades are committed (a trade socket's outage)."""
 
     tickers: tuple[str, ...] | None
     start_us: int
     end_us: int
     reason: str
     conn_id: str | None = None
+    link: CoverageRef | None = None
 
 
 class _Market:
     """Per-market routing state."""
 
-    __slots__ = ("anchored", "book", "dirty", "held", "last_key", "last_occ", "last_ts", "occ",
-                 "occ_ts", "owner", "pending", "rank_n", "rank_ok", "sid")
+    __slots__ = ("anchored", "book", "checked_at", "dirty", "held", "last_key", "last_occ", "last_ts",
+                 "occ", "occ_ts", "owner", "pending", "rank_n", "rank_ok", "sid")
 
     def __init__(self) -> None:
         self.owner: _Conn | None = None
@@ -169,6 +179,7 @@ class _Market:
         self.occ: dict[tuple[str, int, int], int] = {}
         self.last_ts: int | None = None
         self.last_occ: int | None = None
+        self.checked_at: int | None = None  # rx of the last snapshot / matching REST comparison
         # identity of the last stored delta; meaningful while ``anchored`` (a delta of this market
         # was stored from its owner since the last break of the stream)
         self.last_key: tuple[int, str, int, int, int] | None = None
@@ -236,6 +247,12 @@ class Router:
         self._ts_missing = 0
         self._pending_n = 0
         self._last_flush = clock()
+        #: called with (ticker, received_at_us) once a fresh snapshot went to the writer
+        self.on_snapshot: Callable[[str, int], None] | None = None
+        #: called with the ticker when a WebSocket snapshot arrives, before it may be held for
+        #: its place in the stream (the resync machine stops its step timers; it completes on
+        #: ``on_snapshot``, once the row is in the writer)
+        self.on_snapshot_arrived: Callable[[str], None] | None = None
 
     # -- connection lifecycle -----------------------------------------------------------------
 
@@ -386,7 +403,9 @@ class Router:
                 )
                 if row.sid is not None:
                     self._outbox.append(
-                        ResyncRequest(conn.conn_id, row.sid, (row.ticker,), "negative_level")
+                        ResyncRequest(
+                            conn.conn_id, row.sid, (row.ticker,), "negative_level", m.checked_at
+                        )
                     )
         self._n["orderbook_delta"] += 1
         return row
@@ -415,8 +434,11 @@ class Router:
             if snap_sid is not None:
                 conn.sids.setdefault(snap_sid, set()).add(ticker)
         was_resync = m.pending or m.dirty
+        if self.on_snapshot_arrived is not None:
+            self.on_snapshot_arrived(ticker)
         m.dirty = False
         m.pending = False
+        m.checked_at = row.received_at
         row = row._replace(
             source="resync" if (was_resync or row.source == "resync") else row.source,
             last_delta_ts=None,
@@ -433,9 +455,36 @@ class Router:
             row = _with_cut(row, "last", m.last_key)
             if not self._snapshots.offer(row):
                 await self._snapshots.put(row)
+            self._handed(row)
         else:
+            # held until its place is known; on_snapshot fires when it reaches the writer
             m.held.append(row)
             conn.holds.append((row.received_at, self._clock(), ticker, row))
+
+    def _handed(self, row: SnapshotRow) -> None:
+        """``row`` is now in the snapshots writer: tell the resync machine (which waits for
+        the writer to commit it before calling the book recovered)."""
+        if self.on_snapshot is not None:
+            self.on_snapshot(row.ticker, row.received_at)
+
+    async def adopt_snapshot(self, row: SnapshotRow) -> bool:
+        """Make a (REST) snapshot the book of its market, as the resync machine's last step, and
+        store it. False when no subscription owns the market (stored anyway: the evidence).
+        A REST snapshot has no place in the WebSocket stream, so it is stored with none."""
+        m = self._markets.get(row.ticker)
+        owned = m is not None and m.owner is not None
+        row = row._replace(last_delta_ts=None, last_delta_occurrence=None)
+        if m is not None and m.owner is not None:
+            m.dirty = m.pending = False
+            m.checked_at = row.received_at
+            if m.book is None:
+                m.book = Book.from_snapshot(row)
+            else:
+                m.book.apply_snapshot(row)
+        self._n["orderbook_snapshot"] += 1
+        await self._snapshots.put(row)
+        self._handed(row)
+        return owned
 
     async def _on_gap(self, conn: _Conn, gap: SeqGap) -> None:
         conn.gaps.inc()
@@ -457,7 +506,8 @@ class Router:
                 for t in tickers:
                     self._mark_dirty(self._markets[t])
                     self._break(self._markets[t])
-                await self._request(conn, gap.sid, tuple(sorted(tickers)), "seq_gap", force=True)
+                await self._request(conn, gap.sid, tuple(sorted(tickers)), "seq_gap", force=True,
+                                    since_us=gap.last_received_at)
         elif ft == "trade" or channel == "trade":
             start = gap.last_received_at if gap.last_received_at is not None else gap.received_at
             await self._backfill_q.put(
@@ -498,7 +548,10 @@ class Router:
                 self._mark_dirty(self._markets[t])
                 self._break(self._markets[t])
             if targets:
-                await self._request(conn, rej.sid, tuple(targets), "rejected_frame", force=True)
+                checked = [self._markets[t].checked_at for t in targets]
+                since = min((c for c in checked if c is not None), default=None)
+                await self._request(conn, rej.sid, tuple(targets), "rejected_frame", force=True,
+                                    since_us=since)
 
     def _on_control(self, conn: _Conn, ev: ControlEvent) -> None:
         if isinstance(ev, Unsubscribed):
@@ -517,13 +570,12 @@ class Router:
             if ev.code in TERMINAL_ERROR_CODES and ev.sid is not None:
                 self._release_sid(conn, ev.sid)
                 conn.decoder.forget(ev.sid)
-        elif isinstance(ev, Ok):
-            if ev.sid is not None and ev.market_tickers is not None:
-                keep = set(ev.market_tickers)
-                owned = conn.sids.get(ev.sid)
-                if owned:
-                    for t in [t for t in owned if t not in keep]:  # delete_markets
-                        self._release_market(t)
+        elif isinstance(ev, Ok) and ev.sid is not None and ev.market_tickers is not None:
+            keep = set(ev.market_tickers)
+            owned = conn.sids.get(ev.sid)
+            if owned:
+                for t in [t for t in owned if t not in keep]:  # delete_markets
+                    self._release_market(t)
         # Subscribed: nothing to do until the snapshot arrives.
 
     # -- helpers ------------------------------------------------------------------------------
@@ -549,7 +601,9 @@ class Router:
                 row = _with_cut(row, "next", m.last_key)
             elif kind == "quiet":
                 row = row._replace(cut_kind="quiet")
-            if not self._snapshots.offer(row):
+            if self._snapshots.offer(row):
+                self._handed(row)
+            else:
                 self._snap_out.append(row)
 
     def _quiet(self, conn: _Conn, now_us: int) -> None:
@@ -593,6 +647,7 @@ class Router:
             out, self._snap_out = self._snap_out, []
             for row in out:
                 await self._snapshots.put(row)
+                self._handed(row)
 
     @property
     def undrained_snapshots(self) -> int:
@@ -605,7 +660,13 @@ class Router:
         return sum(len(m.held) for m in self._markets.values())
 
     async def _request(
-        self, conn: _Conn, sid: int, tickers: tuple[str, ...], reason: str, force: bool = False
+        self,
+        conn: _Conn,
+        sid: int,
+        tickers: tuple[str, ...],
+        reason: str,
+        force: bool = False,
+        since_us: int | None = None,
     ) -> None:
         todo = []
         for t in tickers:
@@ -616,7 +677,7 @@ class Router:
                 m.pending = True
                 todo.append(t)
         if todo:
-            await self._resync_q.put(ResyncRequest(conn.conn_id, sid, tuple(todo), reason))
+            await self._resync_q.put(ResyncRequest(conn.conn_id, sid, tuple(todo), reason, since_us))
 
     def _release_market(self, ticker: str) -> None:
         m = self._markets.get(ticker)
@@ -662,7 +723,13 @@ class Router:
         """Diff a (REST) snapshot against our book; None when we have no clean book to compare.
         The caller counts a non-empty diff and calls ``request_resync``."""
         book = self.book(snapshot.ticker)
-        return None if book is None else book.diff(snapshot, depth)
+        if book is None:
+            return None
+        diff = book.diff(snapshot, depth)
+        if not diff:
+            m = self._markets[snapshot.ticker]
+            m.checked_at = max(m.checked_at or 0, snapshot.received_at)  # known good until here
+        return diff
 
     async def request_resync(self, ticker: str, reason: str = "book_mismatch") -> bool:
         """Mark a market dirty and ask its owning connection for a fresh snapshot.
@@ -671,7 +738,7 @@ class Router:
         if m is None or m.owner is None or m.sid is None:
             return False
         self._mark_dirty(m)
-        await self._request(m.owner, m.sid, (ticker,), reason, force=True)
+        await self._request(m.owner, m.sid, (ticker,), reason, force=True, since_us=m.checked_at)
         return True
 
     def flush_metrics(self) -> None:

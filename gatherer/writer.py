@@ -21,6 +21,14 @@ Guarantees:
   memory stays bounded while the database is down; ``put`` then waits and the time it waited is
   added to ``writer_backpressure_seconds_total``.
 - ``writer_inserts_total`` counts rows actually stored (after ON CONFLICT dedup).
+- With a spool (``gatherer.spool.Spool``), a full queue spills further rows to disk instead of
+  blocking the producer; the flush loop replays them in order once the database takes rows
+  again, and ``close()`` hands rows it could not commit back to the spool (``prepend``) instead
+  of losing them. Only a full spool blocks the producer.
+- ``mark`` / ``settled(mark)``: a barrier. Rows are committed in the order they were accepted,
+  so once ``settled(w.mark)`` returns, every row accepted before that ``mark`` was read is
+  committed (or, if the database refused it as bad data, stored in ``rejected_rows``): the
+  evidence the coverage ledger waits for before it calls a window recovered.
 - Tables with a fast path (``_copy.DirectCopy``) try a plain COPY into the real tables first; a
   batch the database refuses there (duplicate, CHECK, bad value) is rolled back, counted in
   ``writer_copy_fallbacks_total`` and written through staging as above. Retryable errors are
@@ -51,6 +59,7 @@ from shared.logging import RateLimitedLog
 from shared.metrics import GathererMetrics
 
 from ._copy import SPECS, CopyFormatter, DirectFormatter, TableSpec, row_payload
+from .spool import Spool
 
 __all__ = [
     "SPECS",
@@ -284,6 +293,7 @@ class Writer:
         logger: logging.Logger | None = None,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        spool: Spool | None = None,
     ) -> None:
         if batch_size < 1 or queue_max_rows < batch_size:
             raise ValueError("need 1 <= batch_size <= queue_max_rows")
@@ -313,6 +323,14 @@ class Writer:
         self._space.set()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._spool = spool
+        self._spilling = False  # rows sit in the spool: new rows queue behind them there
+        self._inflight: list[Row] = []  # the batch being written
+        self._accepted = 0
+        self._settled = 0
+        self._settled_evt = asyncio.Event()
+        if spool is not None:
+            spool.on_room = self._space.set
         self.failing = False
         self.last_error: str | None = None
         w = spec.name
@@ -331,8 +349,36 @@ class Writer:
 
     @property
     def queued_rows(self) -> int:
-        """Rows accepted and not yet committed."""
+        """Rows accepted and not yet committed, in memory (the spool's are ``spooled_rows``)."""
         return self._count
+
+    @property
+    def spooled_rows(self) -> int:
+        return 0 if self._spool is None else self._spool.rows
+
+    @property
+    def mark(self) -> int:
+        """How many rows this writer has accepted so far (see ``settled``)."""
+        return self._accepted
+
+    async def settled(self, mark: int) -> None:
+        """Return once every row accepted before ``mark`` was taken is committed (or rejected
+        into ``rejected_rows``). Waits as long as the database is down."""
+        while self._settled < mark:
+            self._settled_evt.clear()
+            await self._settled_evt.wait()
+
+    async def open_spool(self) -> int:
+        """Open the spool (if any) and adopt what a previous run left there; those rows are
+        written before any new one. Returns their number. Raises ``SpoolError``."""
+        if self._spool is None:
+            return 0
+        n = await self._spool.open()
+        if n:
+            self._accepted += n  # older than anything accepted from now on
+            self._spilling = True
+            self._wake.set()
+        return n
 
     def start(self) -> None:
         """Start the flush task on the running loop (idempotent)."""
@@ -344,11 +390,12 @@ class Writer:
     def offer(self, row: Row) -> bool:
         """Accept ``row`` if there is room, without suspending; False = full (call ``put``).
         The router's hot path: it saves a coroutine per row when the queue has room."""
-        if self._closing or self._count >= self._max:
+        if self._closing or self._count >= self._max or self._spilling:
             return False
         buf = self._buf
         buf.append(row)
         self._count += 1
+        self._accepted += 1
         n = len(buf)
         if n == 1:
             self._wake.set()
@@ -364,11 +411,16 @@ class Writer:
         """
         if self._closing:
             raise WriterClosed(self.name)
-        if self._count >= self._max:
+        if self._count >= self._max or self._spilling:
+            if self._spill(row):
+                return
             await self._wait_space(1)
+            if self._spill(row):
+                return
         buf = self._buf
         buf.append(row)
         self._count += 1
+        self._accepted += 1
         n = len(buf)
         if n == 1:
             self._wake.set()
@@ -381,21 +433,40 @@ class Writer:
         while i < len(rows):
             if self._closing:
                 raise WriterClosed(self.name)
-            if self._count >= self._max:
+            if self._count >= self._max or self._spilling:
+                if self._spill(rows[i]):
+                    i += 1
+                    continue
                 await self._wait_space(1)
+                continue
             k = min(len(rows) - i, self._max - self._count)
             self._buf.extend(rows[i : i + k])
             self._count += k
+            self._accepted += k
             i += k
             self._wake.set()
             if len(self._buf) >= self._batch:
                 self._full.set()
 
+    def _spill(self, row: Row) -> bool:
+        """Queue ``row`` in the spool (behind every spooled row); False when there is none or
+        it is full (the caller waits: backpressure)."""
+        sp = self._spool
+        if sp is None or not sp.has_room():
+            return False
+        sp.append(row, self._accepted)
+        self._spilling = True
+        self._accepted += 1
+        self._wake.set()
+        return True
+
     async def _wait_space(self, n: int) -> None:
+        """Wait for room in the queue, or (with a spool) for room in the spool."""
         t0 = self._clock()
         self._m_queue.set(self._count)
+        sp = self._spool
         try:
-            while self._count + n > self._max:
+            while (self._count + n > self._max or self._spilling) and (sp is None or not sp.has_room()):
                 if self._closing:
                     raise WriterClosed(self.name)
                 self._space.clear()
@@ -405,8 +476,24 @@ class Writer:
 
     # -- flush side ---------------------------------------------------------------------------
 
+    async def _refill(self) -> None:
+        """Move the oldest spooled rows into the queue, as far as it has room."""
+        sp = self._spool
+        assert sp is not None
+        room = self._max - self._count
+        if room <= 0:
+            return
+        rows = await sp.take(room)
+        self._buf.extend(rows)
+        self._count += len(rows)
+        if not sp.rows:
+            self._spilling = False  # everything older is queued: new rows may go straight in
+            self._space.set()
+
     async def _run(self) -> None:
         while True:
+            if self._spilling and len(self._buf) < self._batch:
+                await self._refill()
             if not self._buf:
                 if self._closing:
                     return
@@ -430,11 +517,17 @@ class Writer:
             t0 = self._clock()
             if self.spec.batch_key is not None:
                 batch = self._drop_repeats(batch, self.spec.batch_key)
+            self._inflight = batch
             stored = await self._write(batch)
+            self._inflight = []
             self._m_flush.observe(self._clock() - t0)
             self._m_batch.observe(n)
             self._m_inserts.inc(stored)
-            self._count -= n
+            self._count -= n  # the rows taken off the queue, in-batch repeats included
+            self._settled += n
+            self._settled_evt.set()
+            if self._spool is not None:
+                self._spool.release(self._settled)
             self._m_queue.set(self._count)
             self._space.set()
 
@@ -599,6 +692,8 @@ class Writer:
                     pass
             self._task = None
         left = self._count
+        if self._spool is not None:
+            left = await self._keep_in_spool(left)
         if left:
             self._log.error(
                 "writer %s: %d accepted rows not committed before the deadline",
@@ -609,13 +704,40 @@ class Writer:
         await self._sink.close()
         return left
 
+    async def _keep_in_spool(self, left: int) -> int:
+        """Shutdown with rows uncommitted: put the queue back at the head of the spool (older
+        than anything spooled) and write it out, so the next start commits them first. Some of
+        them may also still be in spool segments (read back, not yet committed): replaying a row
+        twice is harmless, every insert is idempotent. Returns the rows still not safe (0 unless
+        the disk refuses)."""
+        sp = self._spool
+        assert sp is not None
+        head = self._inflight + self._buf
+        try:
+            await sp.prepend(head)
+            await sp.close()
+        except OSError as exc:
+            self._log.error("writer %s: could not keep %d rows in the spool: %s", self.name,
+                            len(head) + sp.rows, exc, extra={"writer": self.name})
+            return left + sp.rows
+        if head or sp.rows:
+            self._log.warning(
+                "writer %s: %d rows kept in the spool for the next start",
+                self.name, len(head) + sp.rows, extra={"writer": self.name})
+        self._buf, self._inflight, self._count = [], [], 0
+        return 0
+
 
 def make_writers(
     sink_factory: Callable[[], BatchSink],
     metrics: GathererMetrics,
     *,
     tables: Sequence[str] = tuple(SPECS),
+    spool_factory: Callable[[str], Spool] | None = None,
     **kwargs: Any,
 ) -> dict[str, Writer]:
-    """One writer per table, each with its own sink (its own connection), not yet started."""
-    return {t: Writer(SPECS[t], sink_factory(), metrics, **kwargs) for t in tables}
+    """One writer per table, each with its own sink (its own connection) and, given
+    ``spool_factory(table)``, its own spool; not yet started (``open_spool`` first)."""
+    return {t: Writer(SPECS[t], sink_factory(), metrics,
+                      spool=None if spool_factory is None else spool_factory(t), **kwargs)
+            for t in tables}

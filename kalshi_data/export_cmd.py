@@ -1,9 +1,14 @@
 """``kalshi-data export``: archive table-days from production to S3 as Parquet (see
 kalshi_data/archive/export.py for the layout and guarantees).
 
-Exit codes: 0 every table-day exported or already archived; 1 a failure (one line each on
-stderr); 2 bad flags, config or secret; 75 (EX_TEMPFAIL) the deduplicator has not caught up past the
-day's end yet and nothing else failed — the systemd unit retries later.
+An archived day whose production rows no longer match its manifest (trades backfilled into it
+later, a coverage window closed since) is exported again. ``--verify`` only compares, one line
+per table-day (``ok`` / ``differs`` / ``missing`` / ``snapshot``), and writes nothing.
+
+Exit codes: 0 every table-day exported or already archived (``--verify``: every day matches);
+1 a failure (one line each on stderr; ``--verify``: a day differs or has no manifest); 2 bad
+flags, config or secret; 75 (EX_TEMPFAIL) the deduplicator has not caught up past the day's end
+yet and nothing else failed — the systemd unit retries later.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     add_common(p)
     progress.add_flags(p)
     p.add_argument("--force", action="store_true", help="re-export days that are already archived")
+    p.add_argument("--verify", action="store_true",
+                   help="only compare each day's manifest with production's rows (exit 1 on a difference)")
     p.add_argument("--allow-empty", action="store_true",
                    help="record a day with no rows as archived (empty manifest) instead of failing")
     p.add_argument("--no-wait-for-sync", action="store_true",
@@ -118,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
         _write_metrics(args.metrics_file or a.metrics_file, registry)
         return 1
     database = _cli.display_name(s)
+    if args.verify:
+        with conn:
+            return _verify(conn, st, s.tables, s.days, database)
     with conn, bar:
         for spec in s.tables:
             for day in s.days:
@@ -141,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 finally:
                     bar.advance(1)
                 metrics.export_duration_seconds.labels(table=spec.name).observe(result.seconds)
-                if result.status == "exported":
+                if result.status in ("exported", "re-exported"):
                     metrics.export_rows_total.labels(table=spec.name).inc(result.rows)
                     metrics.export_bytes_total.labels(table=spec.name).inc(result.bytes)
                 print(_describe(result))
@@ -150,6 +160,38 @@ def run(args: argparse.Namespace) -> int:
     if failures:
         return 1
     return EX_TEMPFAIL if waits else 0
+
+
+def _verify(conn: object, st: S3Store, tables: tuple[TableSpec, ...], days: tuple[date, ...],
+            database: str) -> int:
+    """``--verify``: one line per table-day; 1 when any day differs from its manifest."""
+    from kalshi_data.archive.export import verify_day
+    from shared.errors import KalshiDataError
+
+    bad = 0
+    for spec in tables:
+        for day in days:
+            try:
+                c = verify_day(conn, st, spec, day, database)  # type: ignore[arg-type]
+            except KalshiDataError as exc:
+                print(f"{PROG}: {spec.name} {day}: {exc}", file=sys.stderr)
+                bad += 1
+                continue
+            upd = (f", newest update {c.production_updated} vs {c.archived_updated}"
+                   if c.production_updated != c.archived_updated else "")
+            if c.status == "ok":
+                print(f"ok {c.table} {c.day}: {c.production_rows:,} rows in production and in the archive")
+            elif c.status == "snapshot":
+                print(f"snapshot {c.table} {c.day}: archived copy of {c.archived_rows:,} rows "
+                      f"(a dated snapshot; production now has {c.production_rows:,})")
+            elif c.status == "missing":
+                bad += 1
+                print(f"missing {c.table} {c.day}: no manifest; production has {c.production_rows:,} rows")
+            else:
+                bad += 1
+                print(f"differs {c.table} {c.day}: production {c.production_rows:,} rows, archive "
+                      f"{c.archived_rows:,}{upd} (the next export run exports it again)")
+    return 1 if bad else 0
 
 
 def _day_end_us(day: date) -> int:
@@ -166,6 +208,9 @@ def _describe(r: ExportResult) -> str:
     if r.status == "unchanged":
         return (f"unchanged {r.table} {r.day}: already archived ({r.rows:,} rows in {r.parts} "
                 f"part(s)) at {r.url}; --force re-exports")
+    if r.status == "re-exported":
+        return (f"re-exported {r.table} {r.day}: production differed from the archive; now "
+                f"{r.rows:,} rows in {r.parts} part(s) -> {r.url}")
     rate = r.rows / r.seconds if r.seconds > 0 else 0.0
     return (f"exported {r.table} {r.day}: {r.rows:,} rows in {r.parts} part(s), "
             f"{r.bytes / 1e6:.1f} MB, {r.seconds:.1f} s ({rate:,.0f} rows/s) -> {r.url}")

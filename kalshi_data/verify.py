@@ -27,7 +27,11 @@ Checks, each over the window ``[--since, --until)`` (µs on the exchange clock):
   a fresh snapshot, but those deltas exist nowhere), or was withheld from WebSockets by fault
   injection; each market's book rebuilt from production (kalshi_data/books.py, the one rebuild)
   equals the truth's book at the end of the window, or just before the last window in which no
-  gatherer's orderbook stream was intact (**truth_book**).
+  gatherer's orderbook stream was intact (**truth_book**); and the coverage ledger checked
+  against the truth both ways (kalshi_data/ledger_check.py): every window a gatherer calls
+  recovered is complete (**ledger_false_recovered**), every row production lacks lies in a
+  window every gatherer calls unrecovered (**ledger_silent_loss**); such declared losses are
+  counted in the info lines.
 
 Exit codes: 0 no problem, 1 one line per problem on stdout, 2 could not verify (bad argument,
 database unreachable: one line on stderr).
@@ -52,6 +56,7 @@ from typing import Any
 import orjson
 import psycopg
 
+from kalshi_data import ledger_check
 from kalshi_data.books import book_at, market_lossy_windows
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.info import database_dsns, load_fleet_file
@@ -195,9 +200,13 @@ def verify(production: str, gatherers: Mapping[str, str] | None = None, *, since
             _duplicates(report, name, conn)
         _trade_gaps(report, prod, max_gap_s)
         fleet = sorted(gconns) or sorted({g for g, _t in cursors})
-        unrecovered = _coverage(report, prod, fleet)
+        # coverage windows are on each gatherer's clock: compare them in exchange time
+        clock = ledger_check.ClockMap(prod, gconns, since_us, until_us)
+        unrecovered = _coverage(report, prod, fleet, clock)
         if truth is not None:
-            _truth(report, prod, Path(truth), unrecovered, explicit_truth_window)
+            span = _truth(report, prod, Path(truth), unrecovered, explicit_truth_window)
+            if span is not None:  # the ledger against the truth, both ways (ledger_check.py)
+                ledger_check.check(report, prod, gconns, *span, fleet)
     except psycopg.Error as exc:
         raise VerifyError(f"database error: {_first_line(exc)}") from None
     finally:
@@ -451,16 +460,18 @@ HOLE_SLACK_US = 1 * US
 DELTA_HOLE_KINDS = ("seq_gap", "resync", "book_mismatch", "process_down")
 
 
-def _delta_holes(prod: Conn, report: Report, fleet: Sequence[str]) -> dict[str, list[Interval]]:
+def _delta_holes(prod: Conn, report: Report, fleet: Sequence[str],
+                 clock: ledger_check.ClockMap | None = None) -> dict[str, list[Interval]]:
     rows = prod.execute(
-        "SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s), detail->>'role' "
+        "SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s), detail "
         "FROM coverage_events WHERE window_start < %(hi)s AND coalesce(window_end, %(hi)s) >= %(lo)s "
         "AND (kind = ANY(%(kinds)s) OR (kind = 'ws_down' AND coalesce(detail->>'role', 'orderbook') = 'orderbook'))",
         {"lo": report.since_us, "hi": report.until_us, "kinds": list(DELTA_HOLE_KINDS)}).fetchall()
     per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
-    for g, scope, ticker, _kind, a, b, _role in rows:
+    for g, scope, ticker, _kind, a, b, detail in rows:
         key = ticker if (scope == "market" and ticker) else GLOBAL
-        per[key][g].append((int(a) - HOLE_SLACK_US, int(b)))
+        a, b = clock.window(g, int(a), int(b), detail) if clock is not None else (int(a), int(b))
+        per[key][g].append((a - HOLE_SLACK_US, b))
     who = list(fleet) or sorted({g for d in per.values() for g in d})
     out: dict[str, list[Interval]] = {}
     for key, by_gatherer in per.items():
@@ -475,7 +486,10 @@ def _delta_holes(prod: Conn, report: Report, fleet: Sequence[str]) -> dict[str, 
     return out
 
 
-def _coverage(report: Report, prod: Conn, fleet: Sequence[str]) -> Unrecovered:
+def _coverage(report: Report, prod: Conn, fleet: Sequence[str],
+              clock: ledger_check.ClockMap | None = None) -> Unrecovered:
+    """Summary and common unrecovered windows; with ``clock`` windows are mapped from each
+    gatherer's receive clock to exchange time (ledger_check.ClockMap) before comparing."""
     args = {"lo": report.since_us, "hi": report.until_us}
     overlap = "window_start < %(hi)s AND coalesce(window_end, %(hi)s) >= %(lo)s"
     rows = prod.execute(
@@ -488,12 +502,14 @@ def _coverage(report: Report, prod: Conn, fleet: Sequence[str]) -> Unrecovered:
     else:
         report.info.append("coverage: no coverage events in window")
     events = prod.execute(
-        f"SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s) FROM coverage_events "
-        f"WHERE NOT recovered AND {overlap}", args).fetchall()
+        f"SELECT gatherer_id, scope, ticker, kind, window_start, coalesce(window_end, %(hi)s), detail "
+        f"FROM coverage_events WHERE NOT recovered AND {overlap}", args).fetchall()
     per: dict[str, dict[str, list[Interval]]] = defaultdict(lambda: defaultdict(list))
     kinds: dict[str, set[str]] = defaultdict(set)
     everything = Unrecovered()
-    for g, scope, ticker, kind, a, b in events:
+    for g, scope, ticker, kind, a, b, detail in events:
+        if clock is not None:
+            a, b = clock.window(g, int(a), int(b), detail)
         key = ticker if (scope == "market" and ticker) else GLOBAL
         per[key][g].append((max(a, report.since_us), min(b, report.until_us)))
         everything.windows.setdefault(key, []).append((a, b))
@@ -513,7 +529,7 @@ def _coverage(report: Report, prod: Conn, fleet: Sequence[str]) -> Unrecovered:
     report.add("unrecovered", lines)
     for key in everything.windows:
         everything.windows[key] = _merge(everything.windows[key])
-    everything.delta_holes = _delta_holes(prod, report, fleet)
+    everything.delta_holes = _delta_holes(prod, report, fleet, clock)
     if everything.delta_holes:
         n = sum(len(v) for v in everything.delta_holes.values())
         report.info.append(f"coverage: {n} window(s) in which every gatherer's orderbook stream was interrupted "
@@ -565,7 +581,9 @@ def read_truth(path: Path) -> TruthLog:
     return log
 
 
-def _truth(report: Report, prod: Conn, path: Path, unrecovered: Unrecovered, explicit: bool) -> None:
+def _truth(report: Report, prod: Conn, path: Path, unrecovered: Unrecovered,
+           explicit: bool) -> tuple[TruthLog, int, int] | None:
+    """Diff production against the truth; returns (truth, lo, hi) of the span compared."""
     log = read_truth(path)
     lo, hi = report.since_us, report.until_us
     if not explicit:
@@ -578,16 +596,17 @@ def _truth(report: Report, prod: Conn, path: Path, unrecovered: Unrecovered, exp
         if not have:
             report.add("truth_missing", ["production holds no trades and no deltas in the window; nothing to compare"]
                        if log.trades or log.deltas else [])
-            return
+            return None
         lo = max(lo, min(int(s[0]) for s in have) + 1000)  # boundary ms excluded
         hi = min(hi, min(int(s[1]) for s in have) - TAIL_US)
         if lo >= hi:
             report.info.append("truth: production's span is too short to compare")
-            return
+            return None
     report.info.append(f"truth window {fmt_us(lo)} .. {fmt_us(hi)}: {len(log.trades):,} trades, "
                        f"{sum(len(v) for v in log.deltas.values()):,} deltas in the whole log")
     _truth_trades(report, prod, log, lo, hi)
     _truth_deltas(report, prod, log, lo, hi, unrecovered)
+    return log, lo, hi
 
 
 def _truth_trades(report: Report, prod: Conn, log: TruthLog, lo: int, hi: int) -> None:

@@ -10,7 +10,7 @@ Routes (all JSON):
   (drop_connections, refuse_connections, slow_consumer, mute, stop_pings, stop_pongs, skip_seq,
   duplicate_seq, reorder_seq, send_malformed, send_truncated, send_binary, send_unknown_type,
   rest_429, rest_5xx, rest_hang, rest_reset, rest_truncate, reset_seq, maintenance,
-  clock_skew, withhold_next, chaos, refuse_markets)
+  clock_skew, withhold_next, drop_deltas, ignore_commands, chaos, refuse_markets)
 * ``GET  /control/truth/{trades|deltas|tickers|lifecycle|withheld}?since=N&limit=M``
   -> ``{"records": [...], "next": N'}`` (record shapes: truth.py)
 * ``GET  /control/book/{ticker}`` -> ``{"ticker", "yes": [[price, size]], "no": [...]}`` ints

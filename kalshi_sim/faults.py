@@ -26,7 +26,7 @@ class FaultTarget(Protocol):
 
 @dataclass
 class Withhold:
-    kind: str  # "trade" | "delta"
+    kind: str  # "trade" | "delta" | "drop_delta"
     remaining: int
     ticker: str | None
     rest_lag_s: float = 0.0  # trades: also off /markets/trades until this old (see withhold_next)
@@ -49,6 +49,15 @@ CHAOS_MENU: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+def menu_label(name: str, kwargs: dict[str, Any]) -> str:
+    """``name`` or ``name:variant`` (the kind/mode/code argument) of a CHAOS_MENU entry, as
+    ``chaos(exclude=...)`` names them: ``withhold_next:delta``, ``drop_connections:reset``."""
+    for k in ("kind", "mode", "code"):
+        if k in kwargs:
+            return f"{name}:{kwargs[k]}"
+    return name
+
+
 class Faults:
     """Pending faults + counters for one simulator."""
 
@@ -69,11 +78,14 @@ class Faults:
         self.pongs_stopped = False
         self.in_maintenance = False
         self.skew_ms = 0
+        self.key_skew_ms: dict[str, int] = {}  # per API key: that client's clock is off
+        self.key_refuse_until: dict[str, float] = {}  # per API key: handshakes refused until
         self.withholds: list[Withhold] = []
         self.rest_lagged: dict[int, int] = {}  # trade number -> µs (exchange clock) it shows on REST
         self.muted: set[tuple[str, str | None]] = set()  # (channel, API key or None = every client)
         self.chaos_rng: random.Random | None = None
         self.chaos_per_s = 0.0
+        self.chaos_menu: tuple[tuple[str, dict[str, Any]], ...] = CHAOS_MENU
         self.now: float = 0.0  # monotonic seconds, updated by the server
 
     # --- bookkeeping ----------------------------------------------------------------------
@@ -122,9 +134,15 @@ class Faults:
         return n
 
     def refuse_connections(self, seconds: float | None = None, count: int | None = None,
-                           status: int = 503) -> None:
-        """Refuse new WS handshakes with ``status`` for ``seconds`` or the next ``count``."""
+                           status: int = 503, key_id: str | None = None) -> None:
+        """Refuse new WS handshakes with ``status`` for ``seconds`` or the next ``count``;
+        with ``key_id``, only handshakes signed by that API key (one client), for ``seconds``."""
         self.refuse_status = status
+        if key_id is not None:
+            if seconds is None:
+                raise ValueError("refusing one key's handshakes needs seconds")
+            self.key_refuse_until[key_id] = self.now + seconds
+            return
         if seconds is not None:
             self.refuse_until = self.now + seconds
         if count is not None:
@@ -132,10 +150,15 @@ class Faults:
         if seconds is None and count is None:
             self.refuse_count = 1
 
-    def should_refuse(self) -> int | None:
+    def should_refuse(self, key_id: str | None = None) -> int | None:
+        """The status to refuse a WS handshake with (``key_id``: the key named in its headers,
+        if any), or None to accept it."""
         if self.in_maintenance:
             self.count("refuse")
             return 503
+        if key_id is not None and self.now < self.key_refuse_until.get(key_id, 0.0):
+            self.count("refuse_key")
+            return self.refuse_status
         if self.refuse_count > 0:
             self.refuse_count -= 1
             self.count("refuse")
@@ -193,6 +216,16 @@ class Faults:
         self.seq_channel["reorder_seq"] = channel
         self.seq_key["reorder_seq"] = key_id
 
+    def ignore_commands(self, n: int = 1, action: str = "get_snapshot",
+                        key_id: str | None = None) -> None:
+        """The next ``n`` WebSocket commands of ``action`` (``get_snapshot`` or ``subscribe``)
+        get no answer at all, as an overloaded exchange may do (with ``key_id``: only that
+        client's)."""
+        if action not in ("get_snapshot", "subscribe"):
+            raise ValueError("action must be get_snapshot or subscribe")
+        self.pending[f"ignore_{action}"] += n
+        self.seq_key[f"ignore_{action}"] = key_id
+
     def reset_seq(self) -> int:
         """Restart every subscription's seq at 1 without a resubscribe (a server-side reset)."""
         n = self.target.reset_seqs() if self.target else 0
@@ -224,7 +257,11 @@ class Faults:
 
     def rest_5xx(self, n: int = 1, status: int = 500, path: str | None = None) -> None:
         """The next ``n`` REST requests (to ``path`` only, e.g. ``/historical/trades``, when
-        given: a path relative to /trade-api/v2) get ``status``."""
+        given: a path relative to /trade-api/v2) get ``status``; ``n=0`` ends a storm still
+        pending."""
+        if n == 0:
+            self.pending["rest_5xx"] = 0
+            return
         self.pending["rest_5xx"] += n
         self.rest_5xx_status = status
         self.rest_5xx_path = path
@@ -243,7 +280,11 @@ class Faults:
         self.pending["rest_truncate"] += n
 
     def rest_hang(self, n: int = 1, seconds: float = 30.0) -> None:
-        """The next ``n`` REST requests hang ``seconds`` before answering (client timeouts)."""
+        """The next ``n`` REST requests hang ``seconds`` before answering (client timeouts);
+        ``n=0`` ends the hangs still pending."""
+        if n == 0:
+            self.pending["rest_hang"] = 0
+            return
         self.pending["rest_hang"] += n
         self.rest_hang_s = seconds
 
@@ -256,10 +297,32 @@ class Faults:
         if on and self.target is not None:
             self.target.drop_all("close", 1001, "maintenance")
 
-    def clock_skew(self, ms: int = 0) -> None:
-        """Shift the server clock used for auth freshness checks by ``ms``."""
-        self.skew_ms = ms
+    def clock_skew(self, ms: int = 0, key_id: str | None = None) -> None:
+        """Shift the server clock used for auth freshness checks by ``ms``. With ``key_id`` only
+        for that API key's requests and handshakes, whose REST answers also carry the shifted
+        ``Date``: to that client it is exactly as if its own clock were ``ms`` behind."""
+        if key_id is None:
+            self.skew_ms = ms
+        elif ms:
+            self.key_skew_ms[key_id] = ms
+        else:
+            self.key_skew_ms.pop(key_id, None)
         self.count("clock_skew")
+
+    def skew_for(self, key_id: str | None) -> int:
+        """Total clock shift (ms) applied to requests signed by ``key_id``."""
+        if key_id is None or not self.key_skew_ms:
+            return self.skew_ms
+        return self.skew_ms + self.key_skew_ms.get(key_id, 0)
+
+    def drop_deltas(self, n: int = 1, ticker: str | None = None) -> None:
+        """Lose the next ``n`` deltas (optionally of ``ticker``) on the wire for EVERY WebSocket
+        subscriber: each still consumes its seq number but is never sent, so every client sees
+        a real seq gap (data gone, not just a number skipped) and must resync that book. REST
+        books and the truth log are unaffected; the truth marks them ``dropped``."""
+        if n < 1:
+            raise ValueError("n must be >= 1")
+        self.withholds.append(Withhold("drop_delta", n, ticker))
 
     def withhold_next(self, kind: str = "trade", n: int = 1, ticker: str | None = None,
                       rest_lag_s: float = 0.0) -> None:
@@ -285,7 +348,7 @@ class Faults:
                 w.remaining -= 1
                 if w.remaining == 0:
                     self.withholds.remove(w)
-                self.count(f"withhold_{kind}")
+                self.count("drop_delta" if kind == "drop_delta" else f"withhold_{kind}")
                 return w
         return None
 
@@ -305,17 +368,31 @@ class Faults:
         self.count("rest_lag_hidden")
         return True
 
-    def chaos(self, on: bool = True, seed: int = 0, per_s: float = 1.0) -> None:
-        """Seeded random faults: on average ``per_s`` per virtual second from CHAOS_MENU."""
+    def chaos(self, on: bool = True, seed: int = 0, per_s: float = 1.0,
+              exclude: list[str] | None = None) -> list[str]:
+        """Seeded random faults: on average ``per_s`` per virtual second from CHAOS_MENU, minus
+        the entries named in ``exclude`` (``menu_label``: ``reset_seq``, ``withhold_next:delta``;
+        a bare name excludes every variant). Returns the labels chaos may pick."""
+        drop = set(exclude or ())
+        menu = tuple((n, k) for n, k in CHAOS_MENU
+                     if n not in drop and menu_label(n, k) not in drop)
+        if on and not menu:
+            raise ValueError("exclude leaves chaos nothing to inject")
+        unknown = drop - {n for n, _ in CHAOS_MENU} - {menu_label(n, k) for n, k in CHAOS_MENU}
+        if unknown:
+            raise ValueError(f"unknown chaos entries: {sorted(unknown)}")
+        self.chaos_menu = menu
         self.chaos_rng = random.Random(seed) if on else None
         self.chaos_per_s = per_s if on else 0.0
+        return [menu_label(n, k) for n, k in menu]
 
     def chaos_tick(self, dt_s: float) -> None:
         rng = self.chaos_rng
         if rng is None or rng.random() >= self.chaos_per_s * dt_s:
             return
-        name, kwargs = CHAOS_MENU[rng.randrange(len(CHAOS_MENU))]
+        name, kwargs = self.chaos_menu[rng.randrange(len(self.chaos_menu))]
         self.count("chaos")
+        self.count(f"chaos:{menu_label(name, kwargs)}")
         getattr(self, name)(**kwargs)
 
     # Names the control API may call.
@@ -325,5 +402,5 @@ class Faults:
         "send_binary", "send_unknown_type", "rest_429", "rest_5xx", "rest_hang", "rest_reset",
         "refuse_markets",
         "rest_truncate", "reset_seq", "maintenance",
-        "clock_skew", "withhold_next", "chaos",
+        "clock_skew", "withhold_next", "drop_deltas", "ignore_commands", "chaos",
     )

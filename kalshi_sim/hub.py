@@ -218,9 +218,20 @@ class Hub:
                 n = self.delta_n
                 self.delta_n += 1
                 subs = ob.get(ev.ticker)  # type: ignore[union-attr]
-                if f.withholds and f.check_withhold("delta", ev.ticker):  # type: ignore[union-attr]
-                    self.truth.mark_withheld("delta", n)
-                    continue
+                if f.withholds:
+                    if f.check_withhold("delta", ev.ticker):  # type: ignore[union-attr]
+                        self.truth.mark_withheld("delta", n)
+                        continue
+                    if f.check_withhold("drop_delta", ev.ticker):  # type: ignore[union-attr]
+                        # lost on the wire: every subscriber's seq moves on, nothing is sent
+                        self.truth.mark_dropped("delta", n)
+                        # (as fan_out/deliver: a muted subscriber is sent nothing and its
+                        # seq stays put)
+                        for sub in tuple(subs or ()):
+                            if sub.alive and sub.has_seq and not (
+                                    f.muted and f.is_muted(sub.channel, sub.session.key_id)):
+                                sub.seq += 1
+                        continue
                 if subs:
                     mid = states[ev.idx].st.market_id  # type: ignore[union-attr]
                     # knob delta_no_ts_share: a deterministic share of deltas carry no ts/ts_ms

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from .auth import AuthError, KeyEntry, KeyRegistry
+from .auth import H_KEY, AuthError, KeyEntry, KeyRegistry
 from .catalog import MVE_SERIES, Catalog
 from .config import SimConfig
 from .encode import STATUS_FILTER, Encoder, iso_ms
@@ -107,7 +108,7 @@ class RestApi:
 
     def __init__(self, conf: SimConfig, engine: Engine, encoder: Encoder, truth: Truth,
                  keys: KeyRegistry, limiter: RateLimiter, faults: Faults,
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[str | None], int]) -> None:
         self.conf = conf
         self.engine = engine
         self.cat: Catalog = engine.catalog
@@ -155,6 +156,15 @@ class RestApi:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(PREFIX + "/"):
             return await handler(request)  # the WebSocket endpoint does its own auth
+        resp = await self._dispatch(request, handler)
+        key_id = request.headers.get(H_KEY)
+        if key_id and key_id in self.faults.key_skew_ms and not resp.prepared:
+            # that client's clock is off: our Date disagrees with it by the same amount
+            resp.headers["Date"] = email.utils.formatdate(
+                time.time() + self.faults.skew_for(key_id) / 1000, usegmt=True)
+        return resp
+
+    async def _dispatch(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.counters["rest_requests"] += 1
         f = self.faults
         if f.pending["rest_hang"] and f.take("rest_hang"):
@@ -179,7 +189,7 @@ class RestApi:
         if self.keys.has_headers(request.headers) or request.path.startswith(PREFIX + "/account/"):
             try:
                 entry = self.keys.verify(request.headers, request.method, request.path,
-                                         self.now_ms())
+                                         self.now_ms(request.headers.get(H_KEY)))
             except AuthError as e:
                 self.counters["rest_401"] += 1
                 return err(401, "unauthorized", f"authentication failed: {e.reason}")

@@ -99,9 +99,10 @@ class Simulator:
         self._virt0 = start_ms
 
     # --- clocks ---------------------------------------------------------------------------
-    def server_now_ms(self) -> int:
-        """Wall clock as the server sees it (auth freshness), including injected skew."""
-        return int(time.time() * 1000) + self.faults.skew_ms
+    def server_now_ms(self, key_id: str | None = None) -> int:
+        """Wall clock as the server sees it (auth freshness) for a request signed by ``key_id``,
+        including injected skew (global and that key's)."""
+        return int(time.time() * 1000) + self.faults.skew_for(key_id)
 
     @property
     def now_ms(self) -> int:

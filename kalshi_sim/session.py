@@ -148,7 +148,10 @@ class Session:
                 raise CommandError(5)
             if not isinstance(params, dict):
                 raise CommandError(2)
+            f = self.hub.faults
             if name == "subscribe":
+                if f.pending["ignore_subscribe"] and f.take("ignore_subscribe", None, self.key_id):
+                    return  # injected: this command is never answered
                 self._subscribe(id_, params)
             elif name == "unsubscribe":
                 self._unsubscribe(id_, params)
@@ -298,6 +301,9 @@ class Session:
         if not tickers:
             raise CommandError(14, {"sid": sid})
         if action == "get_snapshot":
+            f = self.hub.faults
+            if f.pending["ignore_get_snapshot"] and f.take("ignore_get_snapshot", None, self.key_id):
+                return  # injected: this command is never answered
             for tk in tickers:
                 if sub.tickers is None or tk in sub.tickers:
                     self.hub.send_snapshot(sub, tk, id_)

@@ -23,6 +23,8 @@ time in microseconds, ``ts_ms`` = ``ts_us // 1000`` is what WebSocket ``ts_ms`` 
 * ``{"k":"event_lifecycle","n":N,"ts_us","ts_ms","event_ticker", ...event fields}``
 * ``{"k":"withheld","what":"trade"|"delta","n":N[,"trade_id"]}`` -- a record kept from every
   WebSocket client by fault injection (it still exists in REST and above).
+* ``{"k":"dropped","what":"delta","n":N}`` -- a delta lost on the wire for every WebSocket
+  client (``drop_deltas``): unlike a withheld one it used its seq number, so clients see a gap.
 
 ``n`` is per kind (trade n, delta n, ...), the order of lines is emission order.
 """
@@ -201,6 +203,14 @@ class Truth:
         rec: dict[str, Any] = {"k": "withheld", "what": what, "n": n}
         if trade_id is not None:
             rec["trade_id"] = trade_id
+        self.withheld.append(rec)
+        if self._file is not None:
+            self._file.write(orjson.dumps(rec) + b"\n")
+
+    def mark_dropped(self, what: str, n: int) -> None:
+        """A record lost on the wire for every WebSocket client (``Faults.drop_deltas``): its seq
+        number was used, so clients see a gap; it exists in REST books and above."""
+        rec: dict[str, Any] = {"k": "dropped", "what": what, "n": n}
         self.withheld.append(rec)
         if self._file is not None:
             self._file.write(orjson.dumps(rec) + b"\n")

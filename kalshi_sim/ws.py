@@ -23,7 +23,7 @@ from collections.abc import Callable
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
-from .auth import AuthError, KeyRegistry
+from .auth import H_KEY, AuthError, KeyRegistry
 from .config import SimConfig
 from .faults import Faults
 from .hub import Hub
@@ -100,7 +100,7 @@ class WsEndpoint:
     """The ``/trade-api/ws/v2`` handler. ``now_ms`` is the server clock used for auth."""
 
     def __init__(self, conf: SimConfig, hub: Hub, keys: KeyRegistry, faults: Faults,
-                 now_ms: Callable[[], int]) -> None:
+                 now_ms: Callable[[str | None], int]) -> None:
         self.conf = conf
         self.hub = hub
         self.keys = keys
@@ -113,7 +113,7 @@ class WsEndpoint:
         hub.dropper = self.drop
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        status = self.faults.should_refuse()
+        status = self.faults.should_refuse(request.headers.get(H_KEY))
         if status is not None:
             return web.Response(status=status, text="Service Unavailable\n"
                                 if status == 503 else "Refused\n")
@@ -121,7 +121,8 @@ class WsEndpoint:
         key_id: str | None = None
         if self.conf.ws_require_auth or self.keys.has_headers(request.headers):
             try:
-                key_id = self.keys.verify(request.headers, "GET", request.path, self.now_ms()).key_id
+                key_id = self.keys.verify(request.headers, "GET", request.path,
+                                          self.now_ms(request.headers.get(H_KEY))).key_id
                 authed = True
             except AuthError:
                 self.counters["ws_auth_rejected"] += 1

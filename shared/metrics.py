@@ -41,7 +41,7 @@ DB_ERROR_TYPES = ("connection", "constraint", "timeout", "other")
 DEDUP_ERROR_TYPES = (*DB_ERROR_TYPES, "identity", "schema", "ack")
 # gatherer/connection.py: _error_kind() (handshake_<HTTP status> is created when seen) + the rest
 WS_ERROR_TYPES = ("auth", "closed", "reset", "closed_error", "handshake", "timeout", "refused", "network",
-                  "internal", "ping_timeout", "silent")
+                  "internal", "ping_timeout", "silent", "subscribe_timeout")
 # Kalshi's WebSocket error codes (kalshi-protocol.md 4.3; 6, 16, 17 retired)
 KALSHI_WS_ERROR_CODES = tuple(str(c) for c in (*range(1, 6), *range(7, 16), *range(18, 29)))
 # market_lifecycle_v2 event_type (kalshi-protocol.md) and the other lifecycle kinds
@@ -54,6 +54,11 @@ REST_ENDPOINTS = ("/series", "/events", "/markets", "/exchange/status", "/accoun
 # rest_requests_total{status}: the outcomes that are not an HTTP status, plus success and 429
 REST_STATUSES = ("200", "429", "timeout", "error", "bad_body")
 BACKFILL_REASONS = ("startup", "sweep", "reconnect", "seq_gap", "admin")
+# gatherer/router.py: why a book was queued for a resync (resync_requests_total{reason})
+RESYNC_REASONS = ("no_snapshot", "negative_level", "seq_gap", "rejected_frame", "book_mismatch", "admin")
+# gatherer/resync.py: the steps of the resync state machine, and what ended a resync
+RESYNC_STEPS = ("get_snapshot", "resubscribe", "rest_snapshot")
+RESYNC_ENDINGS = (*RESYNC_STEPS, "reconnect", "abandoned")
 
 # Flushes of a 10k-row COPY take ~5-50 ms locally; RDS pages up to a few seconds.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -210,6 +215,36 @@ class GathererMetrics(DbPoolMetrics):
         self.writer_backpressure_seconds_total = Counter(
             "writer_backpressure_seconds_total", "Time producers spent blocked on a full queue",
             ["writer"], registry=r)
+        # on-disk spool (gatherer/spool.py): rows beyond the memory queue while the DB lags
+        self.writer_spool_rows = Gauge(
+            "writer_spool_rows", "Rows waiting in the on-disk spool", ["writer"], registry=r)
+        self.writer_spool_bytes = Gauge(
+            "writer_spool_bytes", "Disk bytes held by the on-disk spool", ["writer"], registry=r)
+        self.writer_spool_max_bytes = Gauge(
+            "writer_spool_max_bytes", "Configured bound of all spools together (spool.max_bytes)",
+            registry=r)
+        self.writer_spool_spilled_rows_total = Counter(
+            "writer_spool_spilled_rows_total", "Rows written to the spool because the queue was full",
+            ["writer"], registry=r)
+        self.writer_spool_replayed_rows_total = Counter(
+            "writer_spool_replayed_rows_total", "Rows read back from the spool, in order", ["writer"],
+            registry=r)
+        self.writer_spool_corrupt_chunks_total = Counter(
+            "writer_spool_corrupt_chunks_total", "Spool chunks failing their checksum (skipped)",
+            ["writer"], registry=r)
+        # resync state machine (gatherer/resync.py)
+        self.resync_requests_total = Counter(
+            "resync_requests_total", "Books marked dirty and queued for a resync", ["reason"], registry=r)
+        self.resync_steps_total = Counter(
+            "resync_steps_total", "Resync steps taken (get_snapshot, resubscribe, rest_snapshot)",
+            ["step"], registry=r)
+        self.resync_completed_total = Counter(
+            "resync_completed_total", "Resyncs completed (snapshot committed), by the step that did it",
+            ["how"], registry=r)
+        self.resync_dirty_books = Gauge(
+            "resync_dirty_books", "Books waiting for a resync snapshot", registry=r)
+        self.resync_oldest_dirty_seconds = Gauge(
+            "resync_oldest_dirty_seconds", "How long the oldest waiting book has been dirty", registry=r)
         # poller, backfill, retention
         self.poller_snapshots_fetched_total = Counter(
             "poller_snapshots_fetched_total", "REST orderbook snapshots fetched", registry=r)
@@ -230,6 +265,16 @@ class GathererMetrics(DbPoolMetrics):
             "backfill_trades_total", "Trades fetched by REST backfill", registry=r)
         self.backfill_requests_total = Counter(
             "backfill_requests_total", "Backfill requests", ["reason"], registry=r)
+        self.backfill_pending_windows = Gauge(
+            "backfill_pending_windows", "Trade backfill windows queued and not yet done", registry=r)
+        self.backfill_oldest_pending_seconds = Gauge(
+            "backfill_oldest_pending_seconds", "Age of the oldest pending trade backfill window",
+            registry=r)
+        self.backfill_failures_total = Counter(
+            "backfill_failures_total", "Backfill attempts that failed (the window is retried)",
+            registry=r)
+        self.backfill_windows_done_total = Counter(
+            "backfill_windows_done_total", "Backfill windows completed (trades committed)", registry=r)
         self.retention_blocked_partitions = Gauge(
             "retention_blocked_partitions", "Expired partitions kept because a consumer has not acknowledged",
             registry=r)
@@ -248,6 +293,9 @@ class GathererMetrics(DbPoolMetrics):
             registry=r)
         self.rest_rate_limited_total = Counter(
             "rest_rate_limited_total", "429 answers received", registry=r)
+        self.rest_clock_skew_seconds = Gauge(
+            "rest_clock_skew_seconds", "Our clock minus the exchange's Date header (last answer)",
+            registry=r)
         self.rest_tokens_spent_total = Counter(
             "rest_tokens_spent_total", "Tokens our requests were billed (Kalshi's cost per "
             "request, per item on batch endpoints)", ["bucket"], registry=r)
@@ -277,7 +325,9 @@ class GathererMetrics(DbPoolMetrics):
                 self.writer_errors_total.labels(writer=w, type=t)
             for family in (self.writer_inserts_total, self.writer_rejected_rows_total, self.writer_batch_size,
                            self.writer_flush_duration_seconds, self.writer_copy_fallbacks_total,
-                           self.writer_backpressure_seconds_total, self.writer_batch_duplicates_total):
+                           self.writer_backpressure_seconds_total, self.writer_batch_duplicates_total,
+                           self.writer_spool_spilled_rows_total, self.writer_spool_replayed_rows_total,
+                           self.writer_spool_corrupt_chunks_total):
                 family.labels(writer=w)
         for role in WS_ROLES:
             for family in (self.ws_client_messages_received_total, self.ws_client_bytes_received_total,
@@ -298,6 +348,12 @@ class GathererMetrics(DbPoolMetrics):
                 self.rest_requests_total.labels(endpoint=endpoint, status=status)
         for reason in BACKFILL_REASONS:
             self.backfill_requests_total.labels(reason=reason)
+        for reason in RESYNC_REASONS:
+            self.resync_requests_total.labels(reason=reason)
+        for step in RESYNC_STEPS:
+            self.resync_steps_total.labels(step=step)
+        for how in RESYNC_ENDINGS:
+            self.resync_completed_total.labels(how=how)
         for reason in ("named", "bisected"):
             self.conn_manager_quarantine_total.labels(reason=reason)
         self.rest_tokens_spent_total.labels(bucket="read")
@@ -331,6 +387,9 @@ class DeduplicatorMetrics(DbPoolMetrics):
             "dedup_errors_total", "Errors by class", ["gatherer", "type"], registry=r)
         self.dedup_rows_read_total = Counter(
             "dedup_rows_read_total", "Rows read from gatherers", ["gatherer", "table"], registry=r)
+        self.dedup_rejected_rows_total = Counter(
+            "dedup_rejected_rows_total", "Rows production refused, set aside in its rejected_rows",
+            ["gatherer", "table"], registry=r)
 
     def init_labels(self, gatherers: Sequence[str], tables: Sequence[str]) -> None:
         """Create every known label combination at 0 (see the module docstring)."""
@@ -340,6 +399,7 @@ class DeduplicatorMetrics(DbPoolMetrics):
             self.dedup_page_duration_seconds.labels(table=table)
             for g in gatherers:
                 self.dedup_rows_read_total.labels(gatherer=g, table=table)
+                self.dedup_rejected_rows_total.labels(gatherer=g, table=table)
         for g in (*gatherers, "production"):
             for t in DEDUP_ERROR_TYPES:
                 self.dedup_errors_total.labels(gatherer=g, type=t)

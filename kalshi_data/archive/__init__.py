@@ -1,6 +1,7 @@
 """The S3 Parquet archive of production (``kalshi-data export`` / ``kalshi-data import``).
 
-Public surface: ``export_day`` / ``ExportOptions``, ``import_day``, ``load_manifest``,
+Public surface: ``export_day`` / ``ExportOptions``, ``verify_day`` / ``DayCheck``, ``import_day``,
+``load_manifest``,
 ``Manifest``, ``S3Location`` / ``S3Store``, ``TABLES`` and the error classes. Importing this
 package has no side effects (no clients, connections or registries are created).
 """
@@ -14,7 +15,7 @@ from kalshi_data.archive.errors import (
                                         S3Error,
                                         SchemaMismatch,
 )
-from kalshi_data.archive.export import ExportOptions, ExportResult, export_day
+from kalshi_data.archive.export import DayCheck, ExportOptions, ExportResult, export_day, verify_day
 from kalshi_data.archive.importer import ImportResult, import_day, load_manifest
 from kalshi_data.archive.manifest import MANIFEST_NAME, Manifest, Part
 from kalshi_data.archive.s3 import S3Location, S3Store
@@ -25,6 +26,7 @@ __all__ = [
                                         "SCHEMA_VERSION",
                                         "TABLES",
                                         "ArchiveError",
+                                        "DayCheck",
                                         "EmptyDay",
                                         "ExportOptions",
                                         "ExportResult",
@@ -42,4 +44,5 @@ __all__ = [
                                         "export_day",
                                         "import_day",
                                         "load_manifest",
+                                        "verify_day",
 ]

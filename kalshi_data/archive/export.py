@@ -7,7 +7,10 @@ rows, and each finished part is hashed, uploaded and deleted locally before the 
 Memory is one CSV block plus one row group; local disk is one part.
 
 Completion is the manifest, written last (see ``manifest.py``). A re-run of an exported day is
-a no-op. ``force`` writes new parts under a new run id, then replaces the manifest (one atomic
+a no-op while production still holds what the manifest recorded (its row count; for
+``coverage_events`` also the newest ``updated_at``); when production differs (trades backfilled
+into an archived day, a coverage window closed since) the day is exported again, replacing it
+exactly as ``force`` does. ``verify_day`` only compares. ``force`` writes new parts under a new run id, then replaces the manifest (one atomic
 PUT), then deletes every part the new manifest does not list, so a reader that follows the
 manifest sees the old day or the new day, never a mix. Parts of a crashed run carry no manifest
 and are removed by the next successful export of that day.
@@ -81,7 +84,7 @@ class ExportOptions:
 class ExportResult:
     table: str
     day: str
-    status: str  # "exported" | "unchanged"
+    status: str  # "exported" | "unchanged" | "re-exported" (production differed from the manifest)
     rows: int
     parts: int
     bytes: int
@@ -119,6 +122,7 @@ def export_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
     url = f"s3://{store.bucket}/{prefix}"
 
     raw = store.get_bytes(manifest_key)
+    status = "exported"
     if raw is None and not options.force:
         legacy = legacy_day_prefix(store, spec, day)
         old = store.get_bytes(legacy + MANIFEST_NAME)
@@ -132,12 +136,21 @@ def export_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
                          existing.schema_version) is None:
             existing.check_table(spec, where)  # raises, naming the difference
         verify_parts_present(store, prefix, existing)
-        return ExportResult(spec.name, day.isoformat(),
-                            "unchanged" if prefix == day_prefix(store, spec, day) else "legacy",
-                            existing.row_count, len(existing.parts),
-                            sum(p.bytes for p in existing.parts), time.monotonic() - started, url)
+        now_rows, now_updated = ((existing.row_count, existing.updated_through) if spec.is_snapshot
+                                 else day_state(conn, spec, day, database))
+        if (now_rows, now_updated) == (existing.row_count, existing.updated_through):
+            return ExportResult(spec.name, day.isoformat(),
+                                "unchanged" if prefix == day_prefix(store, spec, day) else "legacy",
+                                existing.row_count, len(existing.parts),
+                                sum(p.bytes for p in existing.parts), time.monotonic() - started, url)
+        # (a day still in the legacy layout is exported again where it is: one copy of a day)
+        log.warning("%s %s: production holds %d rows (newest update %s), the archive %d (%s): "
+                    "exporting the day again", spec.name, day, now_rows, now_updated,
+                    existing.row_count, existing.updated_through)
+        status = "re-exported"
 
     check_columns(conn, spec, database)
+    updated_through = day_state(conn, spec, day, database)[1] if spec.name in UPDATED_IN_PLACE else None
     now = datetime.now(UTC)
     run_id = f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     writer = _PartWriter(spec, store, prefix, run_id, options)
@@ -157,7 +170,8 @@ def export_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
             created_at=f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}", row_count=writer.total_rows,
             min_ts=min((p.min_ts for p in parts if p.min_ts is not None), default=None),
             max_ts=max((p.max_ts for p in parts if p.max_ts is not None), default=None),
-            sort_key=spec.sort_key, columns=columns_of(spec), parts=parts)
+            sort_key=spec.sort_key, columns=columns_of(spec), parts=parts,
+            updated_through=updated_through)
         if options.before_manifest is not None:
             options.before_manifest()
         manifest_sent = True
@@ -183,8 +197,75 @@ def export_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, d
             log.info("removed %d part(s) not in the manifest under %s", len(stale), url)
     except S3Error as exc:
         log.warning("exported %s, but could not remove old parts: %s", url, exc)
-    return ExportResult(spec.name, day.isoformat(), "exported", writer.total_rows, len(parts),
+    return ExportResult(spec.name, day.isoformat(), status, writer.total_rows, len(parts),
                         sum(p.bytes for p in parts), time.monotonic() - started, url)
+
+
+#: Tables whose rows change in place (coverage windows closed later), keyed by that column.
+UPDATED_IN_PLACE = {"coverage_events": "updated_at"}
+
+
+def day_state(conn: psycopg.Connection[Any], spec: TableSpec, day: date,
+              database: str = "production") -> tuple[int, int | None]:
+    """(rows production holds for ``day``, newest in-place update among them or None): what a
+    manifest records, to tell later whether the archived day is still what production holds.
+    Snapshot (reference) tables: the whole table's count."""
+    upd = UPDATED_IN_PLACE.get(spec.name)
+    query = sql.SQL("SELECT count(*), {} FROM {}").format(
+        sql.SQL("max({})").format(sql.Identifier(upd)) if upd else sql.SQL("NULL::bigint"),
+        sql.Identifier(spec.name))
+    if spec.time_column is not None:
+        lo, hi = day_range_us(day)
+        query = sql.SQL("{} WHERE {} >= {} AND {} < {}").format(
+            query, sql.Identifier(spec.time_column), sql.Literal(lo), sql.Identifier(spec.time_column),
+            sql.Literal(hi))
+    try:
+        row = conn.execute(query).fetchone()
+    except psycopg.Error as exc:
+        raise classify(exc, database) from None
+    assert row is not None
+    return int(row[0]), None if row[1] is None else int(row[1])
+
+
+@dataclass(frozen=True)
+class DayCheck:
+    """``verify_day``'s answer: ``status`` is ok | differs | missing | snapshot."""
+
+    table: str
+    day: str
+    status: str
+    production_rows: int
+    archived_rows: int | None
+    production_updated: int | None = None
+    archived_updated: int | None = None
+
+
+def verify_day(conn: psycopg.Connection[Any], store: S3Store, spec: TableSpec, day: date,
+               database: str = "production") -> DayCheck:
+    """Compare what production holds for ``day`` with the day's manifest; writes nothing.
+
+    Raises ``S3Error``, ``StorageError``, ``ManifestError``."""
+    prefix = day_prefix(store, spec, day)
+    raw = store.get_bytes(prefix + MANIFEST_NAME)
+    if raw is None:  # archived before the Hive layout: compare the day where it is
+        legacy = legacy_day_prefix(store, spec, day)
+        raw = store.get_bytes(legacy + MANIFEST_NAME)
+        if raw is not None:
+            prefix = legacy
+    rows, updated = day_state(conn, spec, day, database)
+    if raw is None:
+        return DayCheck(spec.name, day.isoformat(), "missing", rows, None, updated)
+    where = f"s3://{store.bucket}/{prefix}{MANIFEST_NAME}"
+    m = Manifest.from_json(raw, where)
+    if readable_spec(spec, [str(c.get("name")) for c in m.columns], m.schema_version) is None:
+        m.check_table(spec, where)  # raises, naming the difference
+    if spec.is_snapshot:
+        status = "snapshot"  # a dated copy of a reference table: today's state may differ
+    elif (rows, updated) == (m.row_count, m.updated_through):
+        status = "ok"
+    else:
+        status = "differs"
+    return DayCheck(spec.name, day.isoformat(), status, rows, m.row_count, updated, m.updated_through)
 
 
 def verify_parts_present(store: S3Store, prefix: str, manifest: Manifest) -> None:

@@ -1,5 +1,10 @@
 """The manifest: the one object that says a table-day is archived, and exactly which parts hold it.
 
+It also records what production held for that day when it was exported (``row_count``, and for
+``coverage_events``, whose rows are updated in place, ``updated_through``): a later export run
+compares them with production and exports the day again when they differ (trades backfilled
+into an archived day), and ``kalshi-data export --verify`` reports the comparison.
+
 Written last, after every part is uploaded, so a crash or failed upload never leaves a day that
 looks complete. Readers (``import``, analysts) trust only the parts a manifest lists: a
 ``date=`` directory may briefly hold extra parts (from a crashed run, or the previous export
@@ -13,6 +18,7 @@ and Spark dataset discovery from mistaking it for data)::
      "time_column": "exchange_ts", "range_us": [lo, hi],      # [lo, hi) µs; null for snapshots
      "run_id": "20261125T013012Z-3f2a9c", "created_at": "2026-11-25T01:31:40Z",
      "row_count": 10000000, "min_ts": ..., "max_ts": ...,      # over the time column; null if none
+     "updated_through": ...,       # coverage_events only: newest updated_at (rows change in place)
      "sort_key": ["ticker", "exchange_ts", "trade_id"],
      "columns": [{"name": "trade_id", "pg_type": "uuid", "arrow_type": "extension<arrow.uuid>",
                   "nullable": false}, ...],
@@ -61,6 +67,7 @@ class Manifest:
     columns: tuple[dict[str, Any], ...]
     parts: tuple[Part, ...]
     schema_version: int = SCHEMA_VERSION
+    updated_through: int | None = None
 
     def to_json(self) -> bytes:
         doc = {
@@ -69,7 +76,7 @@ class Manifest:
             "range_us": list(self.range_us) if self.range_us else None, "run_id": self.run_id,
             "created_at": self.created_at, "row_count": self.row_count, "min_ts": self.min_ts,
             "max_ts": self.max_ts, "sort_key": list(self.sort_key), "columns": list(self.columns),
-            "parts": [vars(p) for p in self.parts],
+            "parts": [vars(p) for p in self.parts], "updated_through": self.updated_through,
         }
         return json.dumps(doc, indent=1).encode()
 
@@ -94,7 +101,8 @@ class Manifest:
                     run_id=str(doc["run_id"]), created_at=str(doc["created_at"]),
                     row_count=int(doc["row_count"]), min_ts=_opt_int(doc.get("min_ts")),
                     max_ts=_opt_int(doc.get("max_ts")), sort_key=tuple(doc["sort_key"]),
-                    columns=tuple(doc["columns"]), parts=parts, schema_version=version)
+                    columns=tuple(doc["columns"]), parts=parts, schema_version=version,
+                    updated_through=_opt_int(doc.get("updated_through")))
         except ManifestError:
             raise
         except (ValueError, KeyError, TypeError, IndexError) as exc:

@@ -14,6 +14,7 @@ Layout of a work directory::
     DIR/secrets/*.pw|*.token     role passwords and admin tokens, mode 600
     DIR/pg/<database>/           the four PostgreSQL clusters (data/, postgres.log)
     DIR/rawlog/<gatherer>/       each gatherer's raw frame log
+    DIR/spool/<gatherer>/        each gatherer's on-disk spool (rows waiting for its database)
     DIR/truth.jsonl              the simulator's ground truth (kalshi-data verify --truth)
     DIR/monitoring/              Prometheus, Alertmanager, node exporter (monitoring.py), if planned
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +166,11 @@ class FleetPlan:
     def rawlog_dir(self, gatherer: str) -> Path:
         return self.workdir / "rawlog" / gatherer
 
+    @property
+    def spool_dir(self) -> Path:
+        """Parent of every gatherer's spool (the gatherer adds its own id)."""
+        return self.workdir / "spool"
+
     def password_file(self, database: str, role: str) -> Path:
         return self.secrets_dir / f"{database}-{role}.pw"
 
@@ -278,14 +285,16 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
               base_port: int | None = None, fast_pg: bool = False,
               extra_sim_args: tuple[str, ...] = (), kalshi_env: str = "sim",
               api_keys: tuple[tuple[str, Path], ...] = (), storage: str = "native",
-              monitoring: bool = False) -> FleetPlan:
+              monitoring: bool = False,
+              gatherer_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> FleetPlan:
     """Decide every port and path of a fleet in ``workdir`` (nothing is created yet).
 
     ``kalshi_env`` demo/prod: the gatherers talk to Kalshi's own API with ``api_keys`` (one per
     gatherer in order; a single key is shared, which Kalshi's per-key rate limit makes slower).
     ``storage``: the gatherers' database engine (production is always native partitions, as RDS).
     ``monitoring`` adds Prometheus, Alertmanager and a node exporter (monitoring.py) with the
-    shipped intervals; a test replaces ``plan.monitoring`` to shorten them."""
+    shipped intervals; a test replaces ``plan.monitoring`` to shorten them.
+    ``gatherer_overrides`` maps a gatherer's name to config keys merged over its document."""
     if storage not in STORAGES:
         raise FleetError("--storage", f"unknown storage {storage!r}; one of {', '.join(STORAGES)}")
     if kalshi_env not in ("sim", "demo", "prod"):
@@ -324,7 +333,8 @@ def make_plan(workdir: str | Path, *, preset: str = "medium", seed: int = 1, cha
     mon = (MonitoringPlan(wd / "monitoring", p["prometheus"], p["alertmanager"], p["node-exporter"])
            if monitoring else None)
     return FleetPlan(wd, preset, seed, chaos, chaos_per_s, fast_pg, p["simulator"], p["simulator-control"],
-                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys, storage, mon)
+                     gatherers, dedup, dbs, tuple(extra_sim_args), kalshi_env, keys, storage, mon,
+                     {g: dict(o) for g, o in (gatherer_overrides or {}).items()})
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,6 +423,7 @@ def gatherer_config(plan: FleetPlan, svc: ServicePlan, api_key_id: str, private_
                   "token_file": str(plan.admin_token_file(svc.name))},
         "retention": {"consumers": [DEDUP_CONSUMER]},
         "raw_log": {"enabled": True, "directory": str(plan.rawlog_dir(svc.name))},
+        "spool": {"directory": str(plan.spool_dir)},
         "logging": {"level": "INFO", "format": "json"},
     }
     if not plan.uses_simulator:

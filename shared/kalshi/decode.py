@@ -18,15 +18,20 @@ seq numbers; a new sid starts at 1):
   emit the frame as usual. The decoder does not decide what is trustworthy: the router treats
   every book of that sid as dirty (not applied, resync requested) until a new snapshot arrives,
   and still stores the delta rows, which are real exchange events.
-- ``seq <= last``: emit ``Duplicate(sid, seq)`` and drop the frame (replay).
+- ``seq <= last``: emit ``Duplicate(sid, seq)`` and drop the frame (replay). Except ``seq == 1``
+  after a higher one: the server restarted the sid's numbering without a resubscribe, so the
+  frame is new data and what happened in between is unknown: ``SeqGap(sid, last+1, 1)``, then
+  the frame, and counting goes on from 1 (dropping every frame as a duplicate until the count
+  caught up again would lose them all silently).
 - First frame on a sid never announced by ``subscribed``: accepted as the baseline.
 - ``ok``/``unsubscribed`` carry a seq whose meaning Kalshi does not document: the last seq sent
   on the sid, or the one the next frame will carry. They never advance ``last``: under either
   reading the next data frame is then judged correctly (advancing on "next" would drop that
   frame as a duplicate with no gap signal). A real loss before an ``ok`` shows up on the next
   data frame; on ``unsubscribed`` (the sid ends) a seq beyond ``last + 1`` is reported as a gap.
-- A delta without ``ts``/``ts_ms`` (both optional) takes its receive time as exchange time and
-  is preceded by ``MissingTimestamp``; it is not rejected.
+- A delta without ``ts``/``ts_ms`` (both optional) takes its receive time, cut to whole ms like
+  every exchange time, as exchange time and is preceded by ``MissingTimestamp``; it is not
+  rejected.
 - A data frame that fails validation still consumes its seq (it did arrive), and comes out as
   ``Rejected`` carrying sid/ticker so the router can mark that book dirty.
 
@@ -245,7 +250,7 @@ class Decoder:
         """Apply the seq rule; append SeqGap/Duplicate to ``out``; False = drop the frame."""
         last = self._last_seq.get(sid)
         if last is not None:
-            if seq <= last:
+            if seq <= last and not (seq == 1 and last > 1):
                 out.append(Duplicate(sid, seq))
                 return False
             if seq != last + 1:
@@ -324,7 +329,7 @@ class Decoder:
         last = self._last_seq.get(sid)
         out: list[DecodedEvent] | None = None
         if last is not None:
-            if seq <= last:
+            if seq <= last and not (seq == 1 and last > 1):  # 1 after more: a restarted count
                 return [Duplicate(sid, seq)]
             if seq != last + 1:
                 out = [
@@ -405,6 +410,10 @@ class Decoder:
                     self._second = (v[:19], ts - ts % 1_000_000)  # "Z": no offset to undo
                 else:
                     ts = legacy_ts_to_us(v)
+                # cut to whole ms like ts_ms (data-model.md: one precision for every exchange
+                # time, so both payload versions give one delta the same key; a receive-time
+                # stand-in keeps the column's precision too)
+                ts -= ts % 1000
         except (KeyError, TypeError, AttributeError, UnitError) as exc:
             return self._reject(out or [], exc, raw, sid, msg, "orderbook_delta", rx)
         if self.profile is None:
@@ -535,9 +544,9 @@ class Decoder:
             if v is not None:
                 ts = ts_ms_to_us(v)
             elif "ts" in msg:  # type: ignore[operator]
-                ts = legacy_ts_to_us(msg["ts"])  # type: ignore[index]
+                ts = to_ms_precision(legacy_ts_to_us(msg["ts"]))  # type: ignore[index]
             else:
-                ts = rfc3339_to_us(msg["time"])  # type: ignore[index]
+                ts = to_ms_precision(rfc3339_to_us(msg["time"]))  # type: ignore[index]
             yes_bid = f.opt_price(msg, "yes_bid_dollars", "yes_bid")  # type: ignore[arg-type]
             yes_ask = f.opt_price(msg, "yes_ask_dollars", "yes_ask")  # type: ignore[arg-type]
             price = f.opt_price(msg, "price_dollars", "price")  # type: ignore[arg-type]

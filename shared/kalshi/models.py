@@ -85,7 +85,8 @@ class TradeRow(NamedTuple):
 
 
 class DeltaRow(NamedTuple):
-    """``orderbook_deltas``. The decoder leaves occurrence 0 and ts_rank None; the router sets
+    """``orderbook_deltas``. exchange_ts at millisecond precision (in µs), whichever payload
+    version carried it. The decoder leaves occurrence 0 and ts_rank None; the router sets
     both (``ts_rank``: position among the market's deltas of the same exchange_ts, in the
     exchange's order; None when this gatherer did not see the whole millisecond)."""
 
@@ -125,7 +126,8 @@ class SnapshotRow(NamedTuple):
 
 
 class TickerRow(NamedTuple):
-    """``tickers``. dollar_volume / dollar_open_interest are whole dollars (hardening 7)."""
+    """``tickers``. exchange_ts at millisecond precision (in µs); dollar_volume /
+    dollar_open_interest are whole dollars (hardening 7)."""
 
     ticker: str
     exchange_ts: int

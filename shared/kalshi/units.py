@@ -17,7 +17,7 @@ objects (a split is exact for decimal strings and ~5x cheaper).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -147,8 +147,9 @@ def ts_ms_to_us(v: Any) -> int:
 
 
 def to_ms_precision(us: int) -> int:
-    """Truncate microseconds to whole milliseconds (still in µs), the precision every trade
-    source carries, so WS, REST and every gatherer agree on a trade's exchange_ts."""
+    """Truncate microseconds to whole milliseconds (still in µs), the precision every source
+    carries (WS ``ts_ms``, legacy ``ts``, REST ``created_time``), so every payload version, path
+    and gatherer gives one event the same exchange_ts, hence the same identity key."""
     return us - us % 1000
 
 
@@ -174,7 +175,7 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The layout of the fast path, checked in C (ASCII digits only: ``[0-9]``, not ``\d``)
 _FAST_Z = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?Z").fullmatch
 #: (head "YYYY-MM-DDTHH:MM:SS", µs of that second) of the last fast-path parse. One tuple,

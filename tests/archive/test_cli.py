@@ -79,11 +79,33 @@ def test_export_import_commands_and_metrics(production_dsn: str, store: S3Store,
 
     rc, out, _ = _run(capsys, *export)  # rerun: no-op, counters keep accumulating across runs
     assert rc == 0 and out.startswith("unchanged trades 2026-11-20: already archived (120 rows")
+    verify = ["export", *common, "--table", "trades", "--table", "tickers", "--verify"]
+    rc, out, err = _run(capsys, *verify)
+    assert rc == 0, err
+    assert out.splitlines() == ["ok trades 2026-11-20: 120 rows in production and in the archive",
+                                "ok tickers 2026-11-20: 120 rows in production and in the archive"]
+    with psycopg.connect(production_dsn, autocommit=True) as conn:  # a trade backfilled late
+        conn.execute("INSERT INTO trades SELECT '00000000-0000-4000-8000-00000000beef', ticker, exchange_ts + 1, "
+                     "yes_price, no_price, count, taker_side, taker_outcome_side, taker_book_side, "
+                     "is_block_trade, 'rest', received_at, gatherer_id, merged_at FROM trades "
+                     "WHERE exchange_ts = %s LIMIT 1", (day_range_us(DAY)[0],))
+    rc, out, _ = _run(capsys, *verify)
+    assert rc == 1 and out.splitlines()[0] == ("differs trades 2026-11-20: production 121 rows, archive 120 "
+                                               "(the next export run exports it again)")
+    rc, out, _ = _run(capsys, *export)
+    assert rc == 0 and out.startswith("re-exported trades 2026-11-20: production differed from the archive; "
+                                      "now 121 rows")
+    rc, _, _ = _run(capsys, *verify)
+    assert rc == 0
+    with psycopg.connect(production_dsn, autocommit=True) as conn:
+        conn.execute("DELETE FROM trades WHERE trade_id = '00000000-0000-4000-8000-00000000beef'")
+    rc, out, _ = _run(capsys, *export)
+    assert rc == 0 and out.startswith("re-exported trades 2026-11-20")
     rc, out, _ = _run(capsys, *export, "--force")
     assert rc == 0 and out.startswith("exported trades")
     s = _samples(prom)
-    assert s[("export_rows_total", (("table", "trades"),))] == 240
-    assert s[("export_duration_seconds_count", (("table", "trades"),))] == 3
+    assert s[("export_rows_total", (("table", "trades"),))] == 120 + 121 + 120 + 120
+    assert s[("export_duration_seconds_count", (("table", "trades"),))] == 5
     assert not list(prom.parent.glob("*.tmp"))
 
     with psycopg.connect(production_dsn, autocommit=True) as conn:

@@ -200,3 +200,38 @@ def test_import_refuses_parts_that_disagree_with_the_manifest(
         store.put_bytes(prefix + MANIFEST_NAME, json.dumps(m).encode(), "application/json")
         with pytest.raises(ManifestError, match="not the sum of its parts"):
             import_day(dst, store, spec, DAY)
+
+
+def test_a_day_that_changed_in_production_is_exported_again(production_dsn: str, store: S3Store) -> None:
+    """Trades backfilled into an archived day (count differs) and a coverage window closed since
+    (same count, newer update) both make the next run export the day again; --verify reports it."""
+    from kalshi_data.archive import verify_day
+
+    counts = fill(production_dsn)
+    trades, coverage = TABLES["trades"], TABLES["coverage_events"]
+    with _connect(production_dsn) as src:
+        for spec in (trades, coverage):
+            assert export_day(src, store, spec, DAY, SMALL).status == "exported"
+            assert verify_day(src, store, spec, DAY).status == "ok"
+        assert _manifest(store, "trades")["row_count"] == counts["trades"]
+        assert _manifest(store, "coverage_events")["updated_through"] is not None
+        assert export_day(src, store, trades, DAY, SMALL).status == "unchanged"
+
+        fill(production_dsn, n=30, seed=1)  # late trades (and coverage rows) for the same day
+        src.execute("UPDATE coverage_events SET recovered = true, updated_at = updated_at + 1 "
+                    "WHERE event_id = (SELECT event_id FROM coverage_events ORDER BY event_id LIMIT 1)")
+        check = verify_day(src, store, trades, DAY)
+        assert (check.status, check.production_rows, check.archived_rows) == ("differs", 150, 120)
+        again = export_day(src, store, trades, DAY, SMALL)
+        assert (again.status, again.rows) == ("re-exported", 150)
+        assert _manifest(store, "trades")["row_count"] == 150
+        assert verify_day(src, store, trades, DAY).status == "ok"
+        assert export_day(src, store, coverage, DAY, SMALL).status == "re-exported"
+        # an update in place alone (same count) is caught through updated_through
+        src.execute("UPDATE coverage_events SET updated_at = updated_at + 5 WHERE event_id = (SELECT event_id "
+                    "FROM coverage_events WHERE window_start >= %s AND window_start < %s "
+                    "ORDER BY updated_at DESC LIMIT 1)", day_range_us(DAY))
+        c = verify_day(src, store, coverage, DAY)
+        assert c.status == "differs" and c.production_rows == c.archived_rows
+        assert export_day(src, store, coverage, DAY, SMALL).status == "re-exported"
+        assert verify_day(src, store, TABLES["markets"], DAY).status == "missing"

@@ -67,6 +67,7 @@ def config_dict(sim: Any, key_id: str, key_file: Path, dsn: str, password_file: 
         "health": {"host": "127.0.0.1", "port": free_port(), "db_probe_interval_s": 0.5},
         "metrics": {"host": "127.0.0.1", "port": free_port()},
         "admin": {"host": "127.0.0.1", "port": free_port()},
+        "spool": {"directory": str(key_file.parent / "spool")},
     }
     return _merge(_merge(base, FAST), overrides)
 

@@ -48,10 +48,28 @@ async def test_ws_drop_reconnects_resubscribes_and_backfills(
     assert h.metric(app, "conn_manager_reconnects_total", role="trade") >= 3
     assert h.metric(app, "conn_manager_reconnects_total", role="orderbook") >= 6
     assert h.metric_sum(app, "backfill_requests_total") >= 2
+    # The ledger from evidence: a trade socket's outage is recovered once its backfill is
+    # committed, a lifecycle one once the registry reconciled; deltas and ticker updates of an
+    # orderbook/ticker outage are gone for good, and the ledger says so.
+    def by_role(rows: list[tuple[Any, ...]]) -> dict[str, set[bool]]:
+        out: dict[str, set[bool]] = {}
+        for r in rows:
+            out.setdefault(r[3]["role"], set()).add(r[2])
+        return out
+
+    async def settled() -> dict[str, set[bool]] | None:
+        roles = by_role(await _coverage(gatherer_dsn, "ws_down"))
+        return roles if roles.get("trade") == {True} and roles.get("lifecycle") == {True} else None
+
+    roles = await h.wait_for(settled, 20, "trade/lifecycle outages closed as recovered")
+    assert roles["orderbook"] == {False} and roles["ticker"] == {False}, roles
     down = await _coverage(gatherer_dsn, "ws_down")
-    assert len(down) >= 15 and all(r[0] == "connection" and r[2] for r in down), down
+    assert len(down) >= 15 and all(r[0] == "connection" and r[1] is None for r in down), down
+    assert all("lost" in r[3] for r in down if r[3]["role"] in ("orderbook", "ticker"))
+    assert all(r[3]["cause"] == "socket lost" for r in down)
     backfills = await _coverage(gatherer_dsn, "trade_backfill")
     assert any("reconnect" in r[3]["reason"] and r[2] for r in backfills)
+    assert all(r[2] for r in backfills if "reconnect" in r[3]["reason"])
 
 
 async def test_seq_gap_duplicate_reorder_resync_and_count(

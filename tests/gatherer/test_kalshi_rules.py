@@ -59,6 +59,15 @@ class ListSink:
         self.rows.append(row)
         return True
 
+    # the writers' commit interface (gatherer._types.CommitSink): in memory a row counts as
+    # committed once it is put
+    @property
+    def mark(self) -> int:
+        return len(self.rows)
+
+    async def settled(self, mark: int) -> None:
+        return None
+
 
 def _rest(sim: Any, tier: str = "basic", **kw: Any) -> tuple[RestClient, GathererMetrics]:
     key_id, pem = sim.keygen(tier=tier)
@@ -242,7 +251,8 @@ async def test_r5_multivariate_markets_excluded(make_sim: Any, multivariate: str
 # --- R6: deltas without timestamps ----------------------------------------------------------------
 async def test_r6_delta_without_timestamp(make_sim: Any) -> None:
     """``ts`` and ``ts_ms`` are both optional on orderbook_delta: such a delta is kept, takes its
-    receive time, and is counted; it is not rejected (which would force a resync per delta)."""
+    receive time (at the whole-ms precision of every exchange time, issue 15), and is counted; it
+    is not rejected (which would force a resync per delta)."""
     from gatherer.router import Router
 
     sim = await make_sim(delta_no_ts_share=0.25)
@@ -269,7 +279,7 @@ async def test_r6_delta_without_timestamp(make_sim: Any) -> None:
     router.flush_metrics()
     rows = [r for r in sinks["orderbook_deltas"].rows if isinstance(r, DeltaRow)]
     assert bare > 20 and len(rows) == sum(1 for f in frames if f["type"] == "orderbook_delta")
-    stamped = [r for r in rows if r.exchange_ts == r.received_at]
+    stamped = [r for r in rows if r.exchange_ts == r.received_at - r.received_at % 1000]
     assert len(stamped) == bare
     assert m.router_delta_timestamps_missing_total._value.get() == bare
     assert resync.empty()
@@ -304,18 +314,25 @@ async def test_r7_no_side_convention_mismatch_alarms(gsim: Any, gconf: Any, run_
 # Exchange time runs 4x faster than ours here, so the cutoff overtakes the first trades quickly.
 @pytest.mark.parametrize("gsim", [{"historical_window_ms": 4_000, "historical_step_ms": 1_000,
                                    "clock_speed": 4.0}], indirect=True)
-async def test_r8_backfill_behind_the_cutoff(gsim: Any) -> None:
+async def test_r8_backfill_behind_the_cutoff(gsim: Any, gatherer_dsn: str) -> None:
     """Trades older than /historical/cutoff exist only on /historical/trades: a backfill of such
-    a window must read them there, and must not call a window recovered if it could not."""
+    a window must read them there, and must not call a window recovered if it could not (it
+    stays pending in the durable queue, issue 15)."""
+    from psycopg_pool import AsyncConnectionPool
+
     from gatherer._exclock import ExchangeClock
     from gatherer.backfill import Backfill
+    from gatherer.backfill_queue import BackfillQueue
     from gatherer.coverage import CoverageLedger
 
     await asyncio.sleep(2.0)  # 8 s of exchange time: its first trades are behind the cutoff
     rest, m = _rest(gsim, max_attempts=3, backoff_max_s=0.5)
     trades, cov = ListSink(), ListSink()
+    pool = AsyncConnectionPool(gatherer_dsn, min_size=1, max_size=2, open=False)
+    await pool.open()
+    queue = BackfillQueue(pool)
     bf = Backfill(BackfillConfig(overlap_s=0.0), rest, trades, CoverageLedger("g", cov, h.now_us),
-                  m, requests=asyncio.Queue(), exclock=ExchangeClock(), now_us=h.now_us)
+                  m, requests=asyncio.Queue(), queue=queue, exclock=ExchangeClock(), now_us=h.now_us)
     truth = gsim.truth.trades()
     cut_us = gsim.rest.cutoff_ms() * 1000
     start = truth[0]["ts_us"] // 1_000_000 * 1_000_000
@@ -329,10 +346,12 @@ async def test_r8_backfill_behind_the_cutoff(gsim: Any) -> None:
         assert row.recovered and "historical" in row.detail
         # the historical tier fails: the window is not recovered, whatever live said
         gsim.faults.rest_5xx(n=20, status=503, path="/historical/trades")
-        await bf.run(start, "admin", end_us=end)
+        assert await bf.run(start, "admin", end_us=end) == -1
         assert not cov.rows[-1].recovered
+        assert len(await queue.pending()) == 1  # retried later, also after a restart
     finally:
         await rest.aclose()
+        await pool.close()
 
 
 # --- R9, R10 --------------------------------------------------------------------------------------

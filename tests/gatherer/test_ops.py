@@ -77,7 +77,7 @@ async def test_health_ready_and_metrics_over_http(gsim: Any, gconf: Any, run_app
     comp = body["components"]
     assert set(comp) == {"websocket", "database", "registry", "poller", "exchange"}
     assert set(comp["websocket"]) == {"status", "connections", "healthy", "subscribed_markets"}
-    assert set(comp["database"]) == {"status", "writable", "queue_rows", "queue_max_rows"}
+    assert set(comp["database"]) == {"status", "writable", "queue_rows", "queue_max_rows", "spool_rows"}
     assert set(comp["registry"]) == {"status", "markets", "active_markets", "last_sync_age_s"}
     assert set(comp["poller"]) == {"status", "last_cycle_s", "last_cycle_age_s"}
     assert set(comp["exchange"]) == {"status", "exchange_active", "trading_active"}
@@ -134,7 +134,7 @@ async def test_admin_api_requires_the_bearer_token(gsim: Any, gconf: Any, run_ap
     doc = gconf(admin={"token_file": str(token)})
     app = await _started(run_app, doc)
     await asyncio.sleep(1.0)
-    ticker = sorted(app.conns.planner.owner)[0]
+    ticker = min(app.conns.planner.owner)
     url = f"http://127.0.0.1:{doc['admin']['port']}"
     async with httpx.AsyncClient(timeout=10) as c:
         r = await c.post(f"{url}/admin/poll-market", params={"ticker": ticker})

@@ -205,10 +205,11 @@ async def test_only_the_owning_sid_feeds_a_market() -> None:
 async def test_gap_marks_the_sids_books_dirty_until_resync() -> None:
     rig = Rig()
     await ob_conn(rig)
-    await rig.router.route("ob-1", delta(3, 5, T1, "0.5000", "1.00", 100), RX)  # 3, 4 lost
+    await rig.router.route("ob-1", delta(3, 5, T1, "0.5000", "1.00", 100), RX + 70)  # 3, 4 lost
     assert rig.sample("conn_manager_sequence_gaps_total", role="orderbook") == 1
     req = rig.resync.get_nowait()
     assert (req.conn_id, req.sid, req.tickers, req.reason) == ("ob-1", 3, (T1, T2), "seq_gap")
+    assert req.since_us == RX  # the loss window starts at the last good frame
     assert rig.router.book(T1) is None and rig.router.book(T2) is None
     assert len(rig.deltas) == 1  # stored (a real exchange event) ...
     await rig.router.route("ob-1", delta(3, 6, T1, "0.5000", "1.00", 101), RX)
@@ -232,8 +233,33 @@ async def test_rejected_orderbook_frame_dirties_that_market() -> None:
     await ob_conn(rig)
     await rig.router.route("ob-1", delta(3, 3, T1, "0.50001", "1.00", 100), RX)
     assert rig.sample("router_parse_errors_total", reason="too_precise") == 1
-    assert rig.resync.get_nowait() == ResyncRequest("ob-1", 3, (T1,), "rejected_frame")
+    # since the book was last known good: its snapshot
+    assert rig.resync.get_nowait() == ResyncRequest("ob-1", 3, (T1,), "rejected_frame", RX)
     assert rig.router.book(T1) is None and rig.router.book(T2) is not None
+
+
+async def test_snapshot_hook_and_a_rest_snapshot_adopted_as_the_book() -> None:
+    rig = Rig()
+    seen: list[tuple[str, int]] = []
+    rig.router.on_snapshot = lambda t, rx: seen.append((t, rx))
+    await ob_conn(rig)
+    assert seen == []  # held until their place in the stream is known (issue 19)
+    await rig.router.route("ob-1", delta(3, 3, T1, "0.5000", "1.00", 100), RX + 5)
+    assert seen == [(T1, RX)]  # the next delta placed it: now it is in the writer
+    await rig.router.route("ob-1", delta(3, 9, T1, "0.5000", "1.00", 101), RX + 9)  # a gap
+    assert rig.router.book(T1) is None
+    rest = SnapshotRow(T1, RX + 20, "resync", ((5000, 700),), (), None, None, None, RX + 20)
+    assert await rig.router.adopt_snapshot(rest)
+    book = rig.router.book(T1)
+    assert book is not None and book.levels("yes") == ((5000, 700),)
+    # a REST snapshot has no place in the WebSocket stream
+    assert rig.snapshots[-1].last_delta_ts is None and rig.snapshots[-1].cut_kind is None
+    assert seen[-1] == (T1, RX + 20)
+    await rig.router.route("ob-1", delta(3, 10, T1, "0.5000", "1.00", 102), RX + 30)
+    assert rig.router.book(T1).levels("yes") == ((5000, 800),)  # type: ignore[union-attr]
+    lost = SnapshotRow("NOT-OWNED", RX, "resync", (), (), None, None, None, RX)
+    assert not await rig.router.adopt_snapshot(lost)  # no owner: stored anyway, as evidence
+    assert rig.snapshots[-1].ticker == "NOT-OWNED"
 
 
 async def test_trade_gap_requests_backfill_for_the_window() -> None:
@@ -301,13 +327,13 @@ async def test_unsubscribe_terminal_error_and_detach_release_books() -> None:
 async def test_compare_and_request_resync_for_the_poller() -> None:
     rig = Rig()
     await ob_conn(rig)
-    same = SnapshotRow(T1, RX, "rest", ((5000, 1000),), (), None, None, None, RX)
+    same = SnapshotRow(T1, RX + 50, "rest", ((5000, 1000),), (), None, None, None, RX + 50)
     diff = rig.router.compare(same)
-    assert diff is not None and not diff
-    other = same._replace(yes_levels=((5000, 900),))
+    assert diff is not None and not diff  # a match: the book is known good until RX + 50
+    other = same._replace(yes_levels=((5000, 900),), received_at=RX + 90)
     assert rig.router.compare(other).levels == (("yes", 5000, 1000, 900),)  # type: ignore[union-attr]
     assert await rig.router.request_resync(T1, "book_mismatch")
-    assert rig.resync.get_nowait() == ResyncRequest("ob-1", 3, (T1,), "book_mismatch")
+    assert rig.resync.get_nowait() == ResyncRequest("ob-1", 3, (T1,), "book_mismatch", RX + 50)
     assert rig.router.compare(other) is None  # dirty now
     assert not await rig.router.request_resync("UNKNOWN")
 

@@ -183,7 +183,7 @@ def test_max_per_key_caps_the_pool_before_any_socket_opens() -> None:
                           ws_url="ws://127.0.0.1:1/trade-api/ws/v2", api_key_id="k")
     mgr = ConnectionManager(cfg, kalshi, None, None, None,  # type: ignore[arg-type]
                             GathererMetrics(CollectorRegistry()), None,  # type: ignore[arg-type]
-                            resync_q=asyncio.Queue(), backfill_q=asyncio.Queue())
+                            backfill_q=asyncio.Queue())
     assert mgr.planned_count() == 5
     assert [c.parked for c in mgr.orderbook] == [False, False, True, True]
     assert mgr.planner.active() == [0, 1]
@@ -315,3 +315,18 @@ async def test_full_change_queue_counts_every_dropped_notice() -> None:
     assert r.changes.qsize() == 1
     assert reg.get_sample_value("market_registry_change_notices_dropped_total") == 2
     assert sorted(r.open_tickers()) == ["N1", "N2", "N3"]  # the registry itself still knows all three
+
+
+def test_pending_backfill_windows_merge_only_when_they_touch_and_share_a_scope() -> None:
+    from gatherer.backfill import _merge_group
+    from gatherer.backfill_queue import Window
+
+    def w(i: int, ticker: str | None, a: int, b: int) -> Window:
+        return Window(i, ticker, a, b, "test", 0, 0, 0, None)
+
+    due = [w(1, None, 100, 200), w(2, "KX-A", 150, 160), w(3, None, 350, 400), w(4, None, 190, 300),
+           w(5, None, 1_000, 2_000)]
+    group = _merge_group(due, overlap_us=60)
+    # 1 and 4 overlap; 3 touches the union within the overlap; 2 is another market; 5 is far
+    assert sorted(x.id for x in group) == [1, 3, 4]
+    assert [x.id for x in _merge_group(due[1:2], 60)] == [2]

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg.types.json import Jsonb
 
 from kalshi_data.verify import Report, verify
 
@@ -75,16 +76,19 @@ class Data:
                 c.execute(f"INSERT INTO orderbook_snapshots ({cols}) VALUES ({', '.join(['%s'] * 14)})", args)
 
     def coverage(self, where: str, gatherer: str, ticker: str | None, kind: str, a: int, b: int | None,
-                 recovered: bool, scope: str = "market", event_id: str | None = None) -> str:
+                 recovered: bool, scope: str = "market", event_id: str | None = None,
+                 detail: dict[str, Any] | None = None) -> str:
         event_id = event_id or str(uuid.uuid4())
         with self.conn(where) as c:
-            cols = "(gatherer_id, event_id, scope, ticker, kind, window_start, window_end, recovered, created_at, updated_at"
-            args: tuple[Any, ...] = (gatherer, event_id, scope, ticker, kind, a, b, recovered, a, a)
+            cols = ("(gatherer_id, event_id, scope, ticker, kind, window_start, window_end, recovered, created_at, "
+                    "updated_at, detail")
+            args: tuple[Any, ...] = (gatherer, event_id, scope, ticker, kind, a, b, recovered, a, a,
+                                     Jsonb(detail or {}))
             if where == "production":
-                c.execute(f"INSERT INTO coverage_events {cols}, merged_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                          (*args, a))
+                c.execute(f"INSERT INTO coverage_events {cols}, merged_at) VALUES "
+                          "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", (*args, a))
             else:
-                c.execute(f"INSERT INTO coverage_events {cols}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", args)
+                c.execute(f"INSERT INTO coverage_events {cols}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)", args)
         return event_id
 
     def merge_all(self, gatherer: str) -> None:

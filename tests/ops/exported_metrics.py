@@ -44,6 +44,11 @@ GATHERER: dict[str, str] = {
     "conn_manager_sequence_gaps_total": COUNTER,  # {role}
     "conn_manager_reconnects_total": COUNTER,  # {role}
     "conn_manager_subscribe_errors_total": COUNTER,  # {channel, error_code}
+    "conn_manager_markets_per_subscription": GAUGE,  # learnt from error 26 (issue 14)
+    "conn_manager_commands_per_second": GAUGE,  # learnt from error 27
+    "conn_manager_parked_connections": GAUGE,  # orderbook sockets over the per-key limit
+    "conn_manager_quarantined_markets": GAUGE,
+    "conn_manager_quarantine_total": COUNTER,  # {reason}
     "router_messages_routed_total": COUNTER,  # {type}
     "router_parse_errors_total": COUNTER,  # {reason}
     "router_unknown_messages_total": COUNTER,
@@ -62,6 +67,22 @@ GATHERER: dict[str, str] = {
     "poller_no_side_convention_mismatches_total": COUNTER,  # WS NO side mirrors REST (R7)
     "backfill_trades_total": COUNTER,
     "backfill_requests_total": COUNTER,  # {reason}
+    "backfill_pending_windows": GAUGE,  # durable queue: windows not yet done
+    "backfill_oldest_pending_seconds": GAUGE,
+    "backfill_failures_total": COUNTER,
+    "backfill_windows_done_total": COUNTER,
+    "resync_requests_total": COUNTER,  # {reason}
+    "resync_steps_total": COUNTER,  # {step in get_snapshot|resubscribe|rest_snapshot}
+    "resync_completed_total": COUNTER,  # {how}
+    "resync_dirty_books": GAUGE,
+    "resync_oldest_dirty_seconds": GAUGE,
+    "writer_spool_rows": GAUGE,  # {writer}
+    "writer_spool_bytes": GAUGE,  # {writer}
+    "writer_spool_max_bytes": GAUGE,  # spool.max_bytes, all writers together
+    "writer_spool_spilled_rows_total": COUNTER,  # {writer}
+    "writer_spool_replayed_rows_total": COUNTER,  # {writer}
+    "writer_spool_corrupt_chunks_total": COUNTER,  # {writer}
+    "rest_clock_skew_seconds": GAUGE,  # our clock minus the exchange's Date
     "retention_blocked_partitions": GAUGE,
     "retention_compression_blocked_chunks": GAUGE,  # TimescaleDB chunks kept uncompressed (unacked)
 }
@@ -83,6 +104,7 @@ DEDUPLICATOR: dict[str, str] = {
     "dedup_duplicate_rate": GAUGE,
     "dedup_records_per_second": GAUGE,
     "dedup_gatherer_health": GAUGE,  # {gatherer} 1 up / 0 down
+    "dedup_rejected_rows_total": COUNTER,  # {gatherer, table} set aside in production's rejected_rows
     "dedup_rds_connected": GAUGE,  # 1/0
     "dedup_page_duration_seconds": HISTOGRAM,  # {table}
 }

@@ -112,6 +112,7 @@ EXPECT: dict[str, Expect] = {
                                resolve="rate() over 5m of flush-duration buckets"),
     "WriterBackpressure": Expect("gatherer_tables_locked", {"instance": "gatherer-3"},
                                  resolve="rate() over 5m of backpressure seconds"),
+    "WriterSpoolFilling": Expect("gatherer_tables_locked", {"instance": "gatherer-3"}),
     "DefaultPartitionNotEmpty": Expect("default_partition_row", {"instance": "gatherer-2", "database": "gatherer",
                                                                "table": "trades"}),
     "PartitionsRunningOut": Expect("partition_names_taken", {"instance": "gatherer-1", "database": "gatherer",
@@ -123,6 +124,9 @@ EXPECT: dict[str, Expect] = {
     "ExportLagWarning": Expect("archive_behind", {"table": "trades"}),
     "NoMarketsPolled": Expect("rest_outage", {"instance": "gatherer-1"}),
     "MarketRegistryReconciling": Expect("rest_outage"),
+    "DeduplicatorRowsRejected": Expect("production_refuses_a_row", {"gatherer": "gatherer-2", "table": "tickers"},
+                                       resolve="increase() over 15m of rejected rows"),
+    "GathererClockSkew": Expect("gatherer_clock_skew", {"instance": "gatherer-2"}),
 }
 
 UNPROVOKABLE: dict[str, str] = {
@@ -146,6 +150,19 @@ UNPROVOKABLE: dict[str, str] = {
                                 "(ws_use_yes_price_param), and this run's one simulator honours it; the "
                                 "poller's detection is tested in tests/gatherer/test_kalshi_rules.py "
                                 "(R7) and the rule by promtool (alerts/tests)",
+    "BackfillWindowStale": "needs a trade backfill window pending for 600 s of wall clock (a threshold on "
+                           "backfill_oldest_pending_seconds, which the time factor does not shorten): REST "
+                           "trades failing for over ten minutes, longer than this whole run; the gauge is "
+                           "tested in tests/gatherer/test_recovery.py and the rule by promtool (alerts/tests)",
+    "OrderbookResyncStuck": "needs one book dirty for 120 s of wall clock with every recovery step failing on "
+                            "that gatherer: get_snapshot and the resubscribe unanswered (the subscribe timeout "
+                            "then reconnects the socket, whose fresh snapshots end the resync) and REST "
+                            "snapshots failing, which the simulator can only fail for every client at once "
+                            "(stopping the other faults' pollers); the state machine is tested in "
+                            "tests/gatherer/test_recovery.py, the rule by promtool (alerts/tests)",
+    "WriterSpoolDamaged": "needs a spool segment damaged on disk between its write and its read-back (a "
+                          "gatherer stopped with rows spooled, a byte of the file changed, the gatherer "
+                          "restarted); tested in tests/gatherer/test_spool.py and by promtool (alerts/tests)",
 }
 
 
@@ -438,7 +455,8 @@ def sockets_refused(lp: Loop) -> None:
 
 def gatherer_tables_locked(lp: Loop) -> None:
     """Every table of gatherer-3's database is locked 45 s: its writers' flushes hang
-    (HighFlushLatency) and its small queues fill (WriterBackpressure)."""
+    (HighFlushLatency), its small queues spill to its small on-disk spool until that is nearly
+    full (WriterSpoolFilling) and then full, so the sockets wait (WriterBackpressure)."""
     ticker = lp.sql("gatherer-3", "SELECT ticker FROM markets ORDER BY ticker LIMIT 1")[0][0]
     conn = psycopg.connect(lp.dsn["gatherer-3"])
     try:
@@ -448,11 +466,13 @@ def gatherer_tables_locked(lp: Loop) -> None:
         # minute, has one that hangs
         for action in ("resync", "poll-market"):
             threading.Thread(target=lp.admin, args=("gatherer-3", action, ticker), daemon=True).start()
-        time.sleep(45)  # the lock's length is the fault
+        lp.fired("WriterSpoolFilling", t0, timeout=40)  # while the lock holds
+        time.sleep(max(0.0, 45 - (time.time() - t0)))  # the lock's length is the fault
     finally:
         conn.rollback()
         conn.close()
     t_rec = time.time()
+    lp.resolved("WriterSpoolFilling", t_rec)  # the spool replays and its segments go
     # both are measured when the blocked work completes: the hung flush's duration, and the
     # producers' blocked time, which the writer adds once the put returns
     lp.fired("WriterBackpressure", t0, timeout=60)
@@ -461,6 +481,38 @@ def gatherer_tables_locked(lp: Loop) -> None:
     slow = ('sum(increase(writer_flush_duration_seconds_count{instance="gatherer-3"}[5s])) - '
             'sum(increase(writer_flush_duration_seconds_bucket{instance="gatherer-3", le="2.5"}[5s]))')
     lp.settled("HighFlushLatency", "writer_flush_duration_seconds", t_rec, expr=slow)
+
+
+def production_refuses_a_row(lp: Loop) -> None:
+    """Production's schema drifts (a CHECK the gatherers lack) and gatherer-2 holds a tickers row
+    it refuses: the deduplicator sets it aside in rejected_rows and moves on."""
+    lp.sql("production", "ALTER TABLE tickers ADD CONSTRAINT loop_no_4242 CHECK (price IS DISTINCT FROM 4242)")
+    now_us = time.time_ns() // 1000
+    t0 = time.time()
+    try:
+        lp.sql("gatherer-2", "INSERT INTO tickers (ticker, exchange_ts, yes_bid, yes_ask, price, volume, "
+                             "open_interest, dollar_volume, dollar_open_interest, content_hash, received_at) "
+                             "VALUES ('KXLOOP-POISON', %s, 4200, 4300, 4242, 0, 0, 0, 0, %s, %s)",
+               (now_us // 1000 * 1000, uuid.uuid4().int >> 66, now_us))
+        lp.fired("DeduplicatorRowsRejected", t0)
+        assert lp.sql("production", "SELECT count(*) FROM rejected_rows WHERE table_name = 'tickers' "
+                                    "AND payload::jsonb->>'ticker' = 'KXLOOP-POISON'")[0][0] == 1
+    finally:
+        lp.sql("production", "ALTER TABLE tickers DROP CONSTRAINT IF EXISTS loop_no_4242")
+    lp.settled("DeduplicatorRowsRejected", "dedup_rejected_rows_total", time.time())
+
+
+def gatherer_clock_skew(lp: Loop) -> None:
+    """The exchange's Date header runs 4 s ahead of gatherer-2's clock (its key only; 4 s is
+    within the signature window, so requests still pass): GathererClockSkew."""
+    key = lp.key("gatherer-2")
+    t0 = time.time()
+    lp.fleet.sim_fault("clock_skew", ms=4000, key_id=key)
+    try:
+        lp.fired("GathererClockSkew", t0)
+    finally:
+        lp.fleet.sim_fault("clock_skew", ms=0, key_id=key)
+    lp.resolved("GathererClockSkew", time.time())
 
 
 def default_partition_row(lp: Loop) -> None:
@@ -559,9 +611,10 @@ def rest_outage(lp: Loop) -> None:
 # Each inner tuple runs in its own thread, in order; the tuples run in parallel.
 FAULT_SCHEDULE: tuple[tuple[Callable[[Loop], None], ...], ...] = (
     (gatherer_databases_down, default_partition_row, rejected_rows, partition_names_taken),
-    (production_outage, deduplicator_rewind, production_locked),
+    # production_refuses_a_row alters production's tickers: not while production is locked
+    (production_outage, deduplicator_rewind, production_locked, production_refuses_a_row),
     (ticker_feed_stalled,),
-    (sequence_gaps,),
+    (sequence_gaps, gatherer_clock_skew),
     # subscription_errors ends every trade subscription: not while sockets are being counted
     (socket_storm, sockets_refused, gatherer_tables_locked, subscription_errors),
     # archive_behind first: its successful run writes export_errors_total{type="s3"} 0, so the
@@ -634,8 +687,10 @@ def test_alerts_fire_reach_alertmanager_and_resolve(s3_server: str, tmp_path: Pa
                     # partition gauges refreshed every few seconds instead of hourly
                     **{g: {"retention": {"interval_s": 3.0}} for g in GATHERERS},
                     # small queues, so a 45 s database lock fills them (WriterBackpressure)
+                    # ... and a small on-disk spool behind them, so it fills too (WriterSpoolFilling)
                     "gatherer-3": {"retention": {"interval_s": 3.0},
-                                   "writer": {"batch_size": 50, "queue_max_rows": 100}},
+                                   "writer": {"batch_size": 50, "queue_max_rows": 100},
+                                   "spool": {"max_bytes": 65536}},
                     # frequent snapshot cycles, so a REST outage empties one (NoMarketsPolled)
                     "gatherer-1": {"retention": {"interval_s": 3.0}, "poller": {"interval_s": 10.0}},
                 })

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Families that carry a measurement per label, set when measured (a 0 would be a false reading),
 # or whose labels only exist at run time (a socket's id, a table's partitions).
 MEASURED = {"ws_client_connected", "ws_client_last_ping_timestamp", "ws_client_last_message_timestamp",
-            "writer_queue_rows", "writer_queue_max_rows", "db_default_partition_rows", "db_partitions_ahead_days",
+            "writer_queue_rows", "writer_queue_max_rows", "writer_spool_rows", "writer_spool_bytes", "db_default_partition_rows", "db_partitions_ahead_days",
             "db_pool_connections_in_use", "db_pool_connections_max", "db_pool_requests_waiting",
             "db_pool_errors_total", "gatherer_info", "dedup_sync_lag_seconds", "dedup_gatherer_health",
             "rest_budget_tokens_per_second", "rest_budget_capacity_tokens"}
@@ -81,6 +81,13 @@ def _source(*names: str) -> str:
     return "\n".join((REPO / n).read_text() for n in names)
 
 
+def _literal_args(calls: tuple[str, ...], src: str) -> list[str]:
+    """The first string literal among the arguments of each call of ``calls`` (arguments may
+    hold calls nested two deep, e.g. ``tuple(sorted(x))``); calls without one yield nothing."""
+    args = r'(?:[^"()]|\((?:[^()]|\([^()]*\))*\))*'
+    return [v for c in calls for v in re.findall(rf'\b{c}\({args}"(\w+)"', src)]
+
+
 @pytest.mark.parametrize(("what", "found", "known"), [
     ("ws error types", lambda: set(re.findall(r'ws_client_errors_total\.labels\(type="(\w+)"\)',
                                               _source("gatherer/connection.py")))
@@ -99,6 +106,14 @@ def _source(*names: str) -> str:
      M.DEDUP_ERROR_TYPES),
     ("db error types", lambda: set(re.findall(r'return "(\w+)"', _source("shared/db.py").split(
         "def error_type")[1].split("\ndef ")[0])), M.DB_ERROR_TYPES),
+    ("resync reasons", lambda: set(_literal_args(("ResyncRequest", "_request", "request_resync"), _source(
+        "gatherer/router.py", "gatherer/app.py", "gatherer/poller.py"))), M.RESYNC_REASONS),
+    ("resync steps", lambda: set(re.findall(r'resync_steps_total\.labels\(step="(\w+)"\)',
+                                            _source("gatherer/resync.py"))), M.RESYNC_STEPS),
+    # what ended a resync: a literal how=, or the step that brought the snapshot (p.step)
+    ("resync endings", lambda: {v for t in re.findall(r'how="(\w+)"|how = "(\w+)"|p\.step(?:, p\.step_at)? = "(\w+)"',
+                                                      _source("gatherer/resync.py")) for v in t if v},
+     M.RESYNC_ENDINGS),
     ("lifecycle kinds", lambda: {k for k in _LIFECYCLE_KEY if k != "market_lifecycle_v2"}, M.LIFECYCLE_TYPES),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_code_emits_no_label_value_it_does_not_initialise(what: str, found: object, known: tuple[str, ...]) -> None:

@@ -140,7 +140,8 @@ def test_databases_migrated_before_timescaledb_worked_upgrade(
         conn.execute("INSERT INTO trade_ids SELECT trade_id, exchange_ts, ticker FROM trades")
         if engine == "timescaledb":  # an operator's age-only policy, the kind hardening 4 forbids
             conn.execute("SELECT add_retention_policy('orderbook_deltas', drop_after => 7 * %s)", (DAY_US,))
-    assert apply_migrations(dsn, "gatherer") == ["000_storage.sql", "004_book_order.sql", "005_timescale_retention.sql"]
+    assert apply_migrations(dsn, "gatherer") == ["000_storage.sql", "004_book_order.sql", "005_timescale_retention.sql",
+                                                 "006_recovery.sql"]
     if engine == "timescaledb":
         assert _jobs_on_hypertables(dsn) == 0
     apply_roles(dsn, ROLE_PASSWORDS)

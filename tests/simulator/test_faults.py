@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from decimal import Decimal
 
 import httpx
@@ -361,6 +363,124 @@ async def test_new_market_404_window(make_sim):
                      (await c.get("/markets", params={"limit": 1000})).json()["markets"]}
         await sim.advance(5_000)
         assert (await c.get(f"/markets/{t}")).status_code == 200
+
+
+async def test_drop_deltas_loses_them_for_every_client_with_a_seq_gap(sim: Simulator, ws_connect):
+    """Unlike skip_seq (a number skipped, no data lost), drop_deltas really loses the deltas on
+    the wire for every subscriber; each client sees a gap of exactly that many seq numbers."""
+    tickers = sim.market_tickers(status=None, limit=50)
+    clients = [await ws_connect(), await ws_connect()]
+    for ws in clients:
+        await ws.cmd("subscribe", {"channels": ["orderbook_delta"], "market_tickers": tickers})
+    got = [await ws.until(lambda m: m.get("seq") == 50) for ws in clients]
+    n_before = len(sim.truth.deltas_)
+    sim.faults.drop_deltas(n=2)
+    await sim.advance(3_000)
+    for i, ws in enumerate(clients):
+        got[i] += await ws.drain()
+    dropped = [r["n"] for r in sim.truth.withheld if r["k"] == "dropped"]
+    assert len(dropped) == 2 and all(n >= n_before for n in dropped)
+    assert not any(r["k"] == "withheld" for r in sim.truth.withheld)
+    truth = sim.truth.deltas()
+    want = [(d["ticker"], d["price"], d["delta"]) for d in truth[n_before:]
+            if d["n"] not in dropped and d["ticker"] in tickers]
+    for frames in got:
+        seqs = [f["seq"] for f in frames if "seq" in f]
+        gaps = [b - a for a, b in itertools.pairwise(seqs) if b != a + 1]
+        assert gaps == [3], seqs  # two numbers used by deltas that never came
+        ds = [f for f in frames if f["type"] == "orderbook_delta"]
+        recv = [(f["msg"]["market_ticker"], round(Decimal(f["msg"]["price_dollars"]) * 10_000),
+                 round(Decimal(f["msg"]["delta_fp"]) * 100)) for f in ds]
+        assert recv[-len(want):] == want  # everything but the dropped ones, in order
+    assert sim.fault_counts()["drop_delta"] == 2
+
+
+async def test_clock_skew_of_one_key_only(sim: Simulator, sim_key: SimKey):
+    """Per-key skew: to that client it is as if its own clock were off (its signatures are judged
+    late, our Date header disagrees with it); other clients are untouched."""
+    other_id, other_pem = sim.keygen()
+    other = SimKey(other_id, other_pem)
+    path = "/trade-api/v2/account/limits"
+    async with httpx.AsyncClient() as c:
+        sim.faults.clock_skew(ms=60_000, key_id=sim_key.key_id)
+        r = await c.get(sim.rest_url + "/account/limits", headers=signed(sim_key, "GET", path))
+        assert r.status_code == 401
+        r = await c.get(sim.rest_url + "/account/limits", headers=signed(other, "GET", path))
+        assert r.status_code == 200
+        sim.faults.clock_skew(ms=5_000, key_id=sim_key.key_id)  # inside the auth window
+        r = await c.get(sim.rest_url + "/account/limits", headers=signed(sim_key, "GET", path))
+        assert r.status_code == 200
+        import email.utils
+        import time
+        shift = email.utils.parsedate_to_datetime(r.headers["date"]).timestamp() - time.time()
+        assert 3.5 <= shift <= 6.0, shift
+        r = await c.get(sim.rest_url + "/account/limits", headers=signed(other, "GET", path))
+        shift = email.utils.parsedate_to_datetime(r.headers["date"]).timestamp() - time.time()
+        assert -1.5 <= shift <= 1.0, shift
+        sim.faults.clock_skew(ms=0, key_id=sim_key.key_id)
+        assert sim.faults.key_skew_ms == {}
+
+
+async def test_refuse_connections_of_one_key(sim: Simulator, sim_key: SimKey):
+    other_id, other_pem = sim.keygen()
+    sim.faults.refuse_connections(seconds=30, status=503, key_id=sim_key.key_id)
+    with pytest.raises(websockets.InvalidStatus) as e:
+        await open_ws(sim, sim_key)
+    assert e.value.response.status_code == 503
+    ws = await open_ws(sim, SimKey(other_id, other_pem))  # another client gets in
+    await ws.close()
+    assert sim.fault_counts()["refuse_key"] == 1
+    with pytest.raises(ValueError):
+        sim.faults.refuse_connections(count=1, key_id=sim_key.key_id)
+
+
+async def test_chaos_menu_can_leave_entries_out(sim: Simulator, ws_connect):
+    ws = await _trade_sub(sim, ws_connect)
+    labels = sim.faults.chaos(on=True, seed=5, per_s=20.0, exclude=["withhold_next:delta", "reset_seq"])
+    assert "withhold_next:delta" not in labels and "reset_seq" not in labels
+    assert "withhold_next:trade" in labels and "drop_connections:reset" in labels
+    await sim.advance(5_000)
+    sim.faults.chaos(on=False)
+    picked = {k[len("chaos:"):]: v for k, v in sim.fault_counts().items() if k.startswith("chaos:")}
+    assert sum(picked.values()) == sim.fault_counts()["chaos"] >= 5
+    assert not {"withhold_next:delta", "reset_seq"} & set(picked)
+    assert "withhold_delta" not in sim.fault_counts() and "reset_seq" not in sim.fault_counts()
+    with pytest.raises(ValueError):
+        sim.faults.chaos(on=True, exclude=["no_such_fault"])
+    with contextlib.suppress(websockets.ConnectionClosed, orjson.JSONDecodeError, TimeoutError):
+        await ws.drain(timeout=2)
+
+
+async def test_ignored_commands_get_no_answer(sim: Simulator, ws_connect):
+    tickers = sim.market_tickers(status=None, limit=5)
+    ws = await ws_connect()
+    sim.faults.ignore_commands(n=1, action="subscribe")
+    await ws.cmd("subscribe", {"channels": ["orderbook_delta"], "market_tickers": tickers})
+    with pytest.raises(TimeoutError):
+        await ws.until(lambda m: m.get("type") == "subscribed", timeout=0.5)
+    await ws.cmd("subscribe", {"channels": ["orderbook_delta"], "market_tickers": tickers})
+    sub = await ws.until(lambda m: m.get("type") == "subscribed")
+    sid = sub[-1]["msg"]["sid"]
+    await ws.drain()
+    sim.faults.ignore_commands(n=1, action="get_snapshot")
+    await ws.cmd("update_subscription", {"sid": sid, "action": "get_snapshot", "market_tickers": tickers[:1]})
+    frames = await ws.drain(timeout=0.5)
+    assert not [f for f in frames if f["type"] == "orderbook_snapshot"]
+    await ws.cmd("update_subscription", {"sid": sid, "action": "get_snapshot", "market_tickers": tickers[:1]})
+    got = await ws.until(lambda m: m.get("type") == "orderbook_snapshot")
+    assert got[-1]["msg"]["market_ticker"] == tickers[0]
+    assert sim.fault_counts()["ignore_subscribe"] == 1 and sim.fault_counts()["ignore_get_snapshot"] == 1
+    with pytest.raises(ValueError):
+        sim.faults.ignore_commands(action="unsubscribe")
+
+
+async def test_a_rest_storm_can_be_ended(sim: Simulator, rest):
+    sim.faults.rest_5xx(n=1000, status=503)
+    assert (await rest.get("/exchange/status")).status_code == 503
+    sim.faults.rest_5xx(n=0)
+    sim.faults.rest_hang(n=50, seconds=30)
+    sim.faults.rest_hang(n=0)
+    assert (await rest.get("/exchange/status")).status_code == 200  # neither 503 nor a hang
 
 
 async def test_mute_stalls_one_channel_of_one_key(sim: Simulator, ws_connect, sim_key: SimKey):

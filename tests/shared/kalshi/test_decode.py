@@ -173,7 +173,7 @@ def test_legacy_frames() -> None:
     assert isinstance(cents_only, SnapshotRow)
     assert cents_only.yes_levels == ((4000, 1200), (4100, 700)) and cents_only.no_levels == ()
     assert one(dec, "legacy2025/orderbook_delta.json") == DeltaRow(
-        "KXMLBGAME-25AUG12SDSF-SD", 1755032432539836, "no", 5100, -100, 0, 3, 1, RX
+        "KXMLBGAME-25AUG12SDSF-SD", 1755032432539000, "no", 5100, -100, 0, 3, 1, RX
     )
     assert dec.profile is Profile.LEGACY2025
     tr = one(dec, "legacy2025/trade.json")
@@ -209,6 +209,32 @@ def test_legacy_frames() -> None:
     )
     lc = one(dec, "legacy2025/market_lifecycle_v2.json")
     assert isinstance(lc, Lifecycle) and lc.event_type == "determined"
+
+
+def test_one_event_gets_one_key_whichever_payload_version_carried_it() -> None:
+    """A delta and a ticker update sent as legacy ``ts`` (RFC 3339 with a ns fraction, or
+    seconds) and as fp2026 ``ts_ms`` decode to the same exchange_ts: millisecond precision."""
+    ms = 1755032432539
+    legacy = orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": "A", "price": 51, "delta": -1, "side": "no",
+        "ts": "2025-08-12T21:00:32.539836022Z"}})
+    fp = orjson.dumps({"type": "orderbook_delta", "sid": 1, "seq": 1, "msg": {
+        "market_ticker": "A", "price_dollars": "0.5100", "delta_fp": "-1.00", "side": "no",
+        "ts": "2025-08-12T21:00:32.539836Z", "ts_ms": ms}})
+    a = Decoder(Profile.LEGACY2025).feed(legacy, RX)[0]
+    b = Decoder(Profile.FP2026).feed(fp, RX)[0]
+    assert isinstance(a, DeltaRow) and isinstance(b, DeltaRow)
+    assert a.exchange_ts == b.exchange_ts == ms * 1000
+    assert a[:6] == b[:6]  # the whole identity key (ticker, exchange_ts, side, price, delta, occ)
+    tk_legacy = orjson.dumps({"type": "ticker", "sid": 2, "msg": {
+        "market_ticker": "A", "price": 51, "time": "2025-08-12T21:00:32.539836Z"}})
+    tk_fp = orjson.dumps({"type": "ticker", "sid": 2, "msg": {
+        "market_ticker": "A", "price_dollars": "0.5100", "ts_ms": ms}})
+    ta = Decoder().feed(tk_legacy, RX)[0]
+    tb = Decoder().feed(tk_fp, RX)[0]
+    assert isinstance(ta, TickerRow) and isinstance(tb, TickerRow)
+    assert ta.exchange_ts == tb.exchange_ts == ms * 1000
+    assert ta.content_hash == tb.content_hash
 
 
 def test_numbers_instead_of_strings_are_parsed_exactly() -> None:
@@ -250,6 +276,27 @@ def test_duplicate_and_reorder() -> None:
     evs = dec.feed(delta(1, 4), RX)  # 3 and 4 swapped
     assert isinstance(evs[0], SeqGap) and evs[0].expected == 3
     assert dec.feed(delta(1, 3), RX) == [Duplicate(1, 3)]  # late frame: dropped
+
+
+def test_a_restarted_count_is_a_gap_not_a_run_of_duplicates() -> None:
+    """A server that restarts a sid's seq at 1 without a resubscribe sends new data: report a
+    gap (what happened in between is unknown), keep the frame, count on from 1."""
+    dec = Decoder()
+    for s in range(1, 8):
+        dec.feed(delta(1, s), RX)
+    evs = dec.feed(delta(1, 1), RX + 9)
+    assert evs[0] == SeqGap(1, 8, 1, "orderbook_delta", RX + 9, RX)
+    assert isinstance(evs[1], DeltaRow) and evs[1].seq == 1
+    assert [type(e) for e in dec.feed(delta(1, 2), RX)] == [DeltaRow]
+    assert dec.feed(delta(1, 2), RX) == [Duplicate(1, 2)]
+    trade = orjson.dumps({"type": "trade", "sid": 9, "seq": 5, "msg": {
+        "trade_id": "3b8e1f20-6c4d-4a9b-8e77-0d2f5a6c9b13", "market_ticker": "A",
+        "yes_price_dollars": "0.5000", "no_price_dollars": "0.5000", "count_fp": "1.00",
+        "taker_side": "yes", "ts_ms": 1}})
+    dec.feed(trade, RX)
+    evs = dec.feed(trade.replace(b'"seq": 5', b'"seq": 1').replace(b'"seq":5', b'"seq":1'), RX)
+    assert isinstance(evs[0], SeqGap) and (evs[0].expected, evs[0].got) == (6, 1)
+    assert isinstance(evs[1], TradeRow)
 
 
 def test_sids_are_independent() -> None:
@@ -391,7 +438,8 @@ _fraction = st.text("0123456789", min_size=0, max_size=11)
                 min_size=1, max_size=6))
 def test_legacy_delta_times_match_the_rfc3339_parser(times: list[tuple[int, str, str]]) -> None:
     # the per-connection same-second cache must give what units.rfc3339_to_us gives, frame by
-    # frame, whatever the previous frame's second was (or reject it for the same reason)
+    # frame, whatever the previous frame's second was (or reject it for the same reason), cut
+    # to whole ms like every exchange time (issue 15: one precision, whichever payload version)
     from shared.kalshi.units import UnitError, rfc3339_to_us
 
     dec = Decoder()
@@ -401,7 +449,8 @@ def test_legacy_delta_times_match_the_rfc3339_parser(times: list[tuple[int, str,
             "market_ticker": T1, "price": 56, "delta": -7, "side": "yes", "ts": ts}})
         ev = dec.feed(raw, RX)[0]
         try:
-            want: object = rfc3339_to_us(ts)
+            us = rfc3339_to_us(ts)
+            want: object = us - us % 1000
         except UnitError as exc:
             want = exc.reason
         got = ev.exchange_ts if isinstance(ev, DeltaRow) else ev.reason  # type: ignore[union-attr]
