@@ -38,7 +38,6 @@ GATHERER: dict[str, str] = {
     "ws_client_last_message_timestamp": GAUGE,  # {role} unix seconds
     "conn_manager_connections_total": GAUGE,  # configured sockets
     "conn_manager_connections_healthy": GAUGE,  # {role}
-    "conn_manager_parked_connections": GAUGE,  # orderbook sockets over the per-key socket limit
     "conn_manager_subscriptions_total": GAUGE,
     "conn_manager_markets_total": GAUGE,
     "conn_manager_sequence_gaps_total": COUNTER,  # {role}
