@@ -29,12 +29,25 @@ from kalshi_data.__main__ import main
 from kalshi_data.fleet import Fleet, find_leftovers, make_plan
 from kalshi_data.reconcile import day_start_s
 from shared.config import Environment
-from tests.acceptance.test_zero_loss import withheld_trades
 
 US = 1_000_000
 REST_LAG_S = 25  # longer than a backfill sweep's reach (15 s interval + 1 s overlap)
 SETTLE = "60s"
 WITHHELD = 3
+
+
+def withheld_trades(truth: Path) -> dict[str, int]:
+    """trade id -> trade number of every trade the simulator kept from the sockets (its truth log)."""
+    out = {}
+    for line in truth.read_bytes().split(b"\n"):
+        if b'"withheld"' in line:
+            try:
+                r = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # the line being written
+            if r.get("what") == "trade" and r.get("trade_id"):
+                out[str(r["trade_id"])] = int(r["n"])
+    return out
 
 
 def wait_for(cond: Callable[[], Any], what: str, timeout: float = 120.0, every: float = 0.2) -> Any:
