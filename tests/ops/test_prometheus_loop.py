@@ -46,7 +46,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -651,22 +651,9 @@ def dashboard_queries() -> list[tuple[str, str, str]]:
     return out
 
 
-@pytest.fixture
-def s3_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_alerts_fire_reach_alertmanager_and_resolve(s3_server: str, tmp_path: Path) -> None:
+def test_alerts_fire_reach_alertmanager_and_resolve(moto_endpoint: str, tmp_path: Path) -> None:
     for tool in ("prometheus", "amtool", "prometheus-node-exporter"):
         require_tool(tool)
     t_start = time.monotonic()
@@ -697,7 +684,7 @@ def test_alerts_fire_reach_alertmanager_and_resolve(s3_server: str, tmp_path: Pa
             with Fleet(plan, Environment.from_os().env, ready_timeout=180) as fleet:
                 info = fleet.start()
                 markers += fleet.markers()
-                lp = Loop(fleet, info, hook, workdir, s3_server)
+                lp = Loop(fleet, info, hook, workdir, moto_endpoint)
                 lp.wait(lambda: len(lp.query('up{job=~"kalshi-.*"} == 1')) == 4, 60, "every target scraped")
                 lp.wait(lambda: lp.query("sum(writer_inserts_total) > 0"), 60, "rows written")
                 t_faults = time.monotonic()
