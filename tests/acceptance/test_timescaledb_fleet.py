@@ -62,6 +62,11 @@ def test_timescaledb_gatherers_lose_nothing(open_workdir: Path) -> None:
 
             _wait(lambda: production_holds(1), 120, "production to hold trades, deltas and snapshots")
             _wait(lambda: production_holds(50), 120, "50 rows of each in production")
+            # books are compared TAIL_US before the end: the run must reach well past the first
+            # WebSocket snapshots (a quiet machine gets 50 rows in a second or two)
+            _wait(lambda: _one(prod, "SELECT (SELECT max(exchange_ts) FROM orderbook_deltas) - (SELECT "
+                               "min(snapshot_ts) FROM orderbook_snapshots WHERE source <> 'rest')") > 15 * US,
+                  120, "15 s of deltas after the first WebSocket snapshot")
             for name, dsn in gatherers.items():  # the rows really are in chunks of the hypertables
                 for table in EVENT_TABLES:
                     assert _one(dsn, f"SELECT count(*) FROM show_chunks('{table}')") >= 1, (name, table)

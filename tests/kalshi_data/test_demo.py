@@ -108,7 +108,7 @@ def _check_monitoring(info: dict[str, Any]) -> None:
     assert httpx.get(f"{am}/-/ready", timeout=5).status_code == 200
     rules = httpx.get(f"{prom}/api/v1/rules", timeout=5).json()["data"]["groups"]
     assert {g["name"] for g in rules} == {"kalshi-gatherer", "kalshi-deduplicator", "kalshi-infrastructure",
-                                         "kalshi-archive"}
+                                         "kalshi-archive", "kalshi-reconcile"}
     deadline = time.monotonic() + 60
     up: set[str] = set()
     while time.monotonic() < deadline and len(up) < 5:

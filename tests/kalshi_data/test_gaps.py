@@ -43,7 +43,8 @@ def test_minutes_and_coverage(prod: Data, capsys: pytest.CaptureFixture[str]) ->
     assert out[5] == "coverage history (2 event(s)):"
     assert "gatherer-2 seq_gap NOT RECOVERED" in out[6] and "(2.0s)" in out[6]
     assert "gatherer-1 ws_down [connection-wide] recovered" in out[7]
-    assert out[8].startswith("orderbook snapshots: ws x1")
+    assert out[8] == "reconcile: no run for these days (kalshi-data reconcile)"
+    assert out[9].startswith("orderbook snapshots: ws x1")
 
 
 def test_unknown_ticker_and_bad_input(prod: Data, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,7 +43,8 @@ def test_scaled_rules_change_only_for() -> None:
                 assert {k: v for k, v in r0.items() if k != "for"} == {k: v for k, v in r1.items() if k != "for"}
                 if "for" in r0:
                     assert parse_duration(r1["for"]) == pytest.approx(parse_duration(r0["for"]) / 60)
-    assert {f.name for f in rule_files()} == {"archive.yml", "deduplicator.yml", "gatherer.yml", "infrastructure.yml"}
+    assert {f.name for f in rule_files()} == {"archive.yml", "deduplicator.yml", "gatherer.yml", "infrastructure.yml",
+                                            "reconcile.yml"}
 
 
 def test_local_alertmanager_keeps_routes_and_inhibitions() -> None:
@@ -69,6 +70,6 @@ def test_written_configs_pass_promtool_and_amtool(tmp_path: Path) -> None:
                        {"targets": ["127.0.0.1:9102"], "labels": {"instance": "gatherer-2"}}]
     proc = run([require_tool("promtool"), "check", "config", str(mp.prometheus_dir / "prometheus.yml")])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 4 rule files found" in proc.stdout
+    assert "SUCCESS: 5 rule files found" in proc.stdout
     proc = run([require_tool("amtool"), "check-config", str(mp.alertmanager_dir / "alertmanager.yml")])
     assert proc.returncode == 0, proc.stdout + proc.stderr
