@@ -219,6 +219,21 @@ class Run:
         """The market with the most deltas in production over the last minute."""
         return self.busy_tickers(60, skip)[0]
 
+    def arm_on_busy_market(self, fault: str, seen: Callable[[], set[int]], skip: tuple[str, ...] = (),
+                           **params: Any) -> tuple[str, set[int]]:
+        """Arm ``fault`` on the busiest market of the last 10 s, or the next one if 20 s pass with
+        nothing new in ``seen()`` (the market went quiet, e.g. closed). A fault left armed on a
+        quiet market is one more loss that the ledger declares or verify excuses if it ever
+        fires. Returns the market and what ``seen()`` gained."""
+        before = seen()
+        for candidate in self.busy_tickers(10, skip)[:3]:
+            self.fleet.sim_fault(fault, ticker=candidate, **params)
+            try:
+                return candidate, wait_for(lambda: seen() - before, 20, f"the simulator's {fault} on {candidate}")
+            except AssertionError:
+                continue
+        raise AssertionError(f"none of the three busiest markets took {fault} within 20 s")
+
     def busy_tickers(self, within_s: float, skip: tuple[str, ...] = ()) -> list[str]:
         """Markets by deltas in production over the last ``within_s`` seconds, busiest first."""
         rows = q(self.prod, "SELECT ticker, count(*) FROM orderbook_deltas WHERE exchange_ts > %s "
@@ -468,21 +483,7 @@ def dropped_deltas_everywhere(run: Run) -> str:
     """Deltas of one market lost on the wire for every gatherer: a true seq gap everywhere. Each
     gatherer declares the loss (seq_gap, unrecovered) and resyncs (resync, recovered)."""
     p = run.phase("dropped_deltas_everywhere", "seq_gap_drops_deltas")
-    already = {r["n"] for r in run.truth_records("dropped")}
-    ticker, ns = None, set()
-    # The busiest market of the last seconds, or the next one if it goes quiet (closes) before
-    # two of its deltas come: a drop left armed on a quiet market is a gap declared if it ever
-    # comes, like any other.
-    for candidate in run.busy_tickers(10)[:3]:
-        run.fleet.sim_fault("drop_deltas", n=2, ticker=candidate)
-        try:
-            ns = wait_for(lambda: {r["n"] for r in run.truth_records("dropped")} - already, 20,
-                          f"the simulator to drop deltas of {candidate}")
-        except AssertionError:
-            continue
-        ticker = candidate
-        break
-    assert ticker is not None, "none of the three busiest markets had a delta to drop within 20 s"
+    ticker, ns = run.arm_on_busy_market("drop_deltas", lambda: {r["n"] for r in run.truth_records("dropped")}, n=2)
 
     def resynced() -> dict[str, int] | None:
         rows = dict(q(run.prod, "SELECT gatherer_id, count(*) FROM coverage_events WHERE kind = 'resync' "
@@ -504,20 +505,9 @@ def withheld_delta(run: Run, skip: tuple[str, ...]) -> str:
     """A delta kept from every socket (no seq gap: only a book comparison can see it); each
     gatherer's REST comparison is forced at once and must declare the loss (book_mismatch)."""
     p = run.phase("withheld_delta")
-    already = {r["n"] for r in run.truth_records("withheld") if r.get("what") == "delta"}
-    ticker = None
-    # as dropped_deltas_everywhere: the busiest market of the last seconds, or the next one if it
-    # goes quiet first (a withhold left armed there is one more loss only a book comparison sees)
-    for candidate in run.busy_tickers(10, skip)[:3]:
-        run.fleet.sim_fault("withhold_next", kind="delta", n=1, ticker=candidate)
-        try:
-            wait_for(lambda: {r["n"] for r in run.truth_records("withheld") if r.get("what") == "delta"} - already,
-                     20, f"the simulator to withhold a delta of {candidate}")
-        except AssertionError:
-            continue
-        ticker = candidate
-        break
-    assert ticker is not None, "none of the three busiest markets had a delta to withhold within 20 s"
+    ticker, _ = run.arm_on_busy_market(
+        "withhold_next", lambda: {r["n"] for r in run.truth_records("withheld") if r.get("what") == "delta"},
+        skip, kind="delta", n=1)
     time.sleep(0.5)  # the WS deltas sent before REST answers are in every book
     codes = {g: run.admin_poll(g, ticker) for g in GATHERERS}
     assert set(codes.values()) == {200}, codes
