@@ -3,8 +3,9 @@
 The gatherer's live book is ``book.Book`` (one delta at a time, as frames arrive). Everything
 that rebuilds a book from what was stored -- ``kalshi-data book``, ``kalshi-data verify``, the
 tests, the benchmarks -- goes through this module, and the production SQL function
-``book_state()`` (migrations/production/003_book_rebuild.sql) implements the same rules; the
-tests check the two against each other and against :func:`plain_replay`.
+``book_state()`` (migrations/production/003_book_rebuild.sql; its 'quiet' rule as amended by
+006_quiet_cut.sql) implements the same rules; the tests check the two against each other and
+against :func:`plain_replay`.
 
 The rules (why: data-model.md hardening 6 and issue 19):
 
@@ -19,9 +20,13 @@ The rules (why: data-model.md hardening 6 and issue 19):
 * **A snapshot's cut** (:class:`Cut`) says which stored deltas it already includes: all deltas
   before its boundary delta in the total order, plus the boundary itself for ``cut_kind
   'last'``. It is exact only when the boundary is stored and ordered against every other delta
-  of its millisecond. A ``'quiet'`` or unknown cut is the snapshot's time, exact when no delta
-  lies within ``quiet_us`` of it (a snapshot reaches a gatherer within that long of when the
-  exchange made it); an unknown one also marks the book uncertain.
+  of its millisecond. A ``'quiet'`` or unknown cut is the snapshot's time. An unknown one is
+  exact when no delta lies within ``quiet_us`` of it (a snapshot reaches a gatherer within that
+  long of when the exchange made it), and marks the book uncertain. A ``'quiet'`` one is exact
+  when no delta lies in the ``quiet_us`` AFTER it: its gatherer held it and saw no delta of the
+  market follow on its subscription, so every delta stamped before it is in it (one the exchange
+  made after the snapshot would have followed it there). Only a delta stamped just after it can
+  be one the snapshot holds (a receive clock behind the exchange's), and that is refused.
 * **Uncertain**: a window in which no gatherer's orderbook stream was intact (the coverage
   ledger) lies between the cut and the instant: deltas there may be lost everywhere.
 """
@@ -149,7 +154,9 @@ def resolve(snap: StoredSnapshot, near: Sequence[StoredDelta], quiet_us: int = Q
         if any(d.ident != ident and (d.ts_rank is None or rank is None) for d in here):
             return None  # ordered against its millisecond's other deltas by nothing known
         return Cut(ts, False, snap.cut_kind, ident, rank)
-    lo, hi = snap.snapshot_ts - quiet_us, snap.snapshot_ts + quiet_us
+    # a quiet snapshot saw nothing follow it, so only the time after it can be ambiguous
+    lo = snap.snapshot_ts + (1 if snap.cut_kind == "quiet" else -quiet_us)
+    hi = snap.snapshot_ts + quiet_us
     if any(lo <= d.exchange_ts <= hi for d in near):
         return None
     return Cut(snap.snapshot_ts, True, "time")

@@ -119,6 +119,17 @@ def rebuild_book(dsn: str, ticker: str) -> dict[str, list[list[int]]] | None:
     return {"yes": [list(x) for x in book.yes], "no": [list(x) for x in book.no]}
 
 
+def _how_rebuilt(dsn: str, ticker: str) -> str:
+    """Which snapshot a failed book was rebuilt from, and why it may be uncertain: the first
+    thing to know when a book differs."""
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        b = book_at(conn, ticker, now_us() + 3_600_000_000)
+        snaps = conn.execute("SELECT snapshot_ts, source, cut_kind, cut_ts FROM orderbook_snapshots "
+                             "WHERE ticker = %s ORDER BY snapshot_ts DESC LIMIT 6", (ticker,)).fetchall()
+    return (f"snapshot {b.snapshot_source}@{b.snapshot_ts} cut={b.cut}@{b.cut_ts} "
+            f"deltas={b.deltas_applied} reasons={list(b.reasons)}; newest snapshots {snaps}")
+
+
 def db_trade_ids(dsn: str) -> tuple[set[str], int]:
     """(distinct trade ids, total rows) in the trades table."""
     rows = query(dsn, "SELECT trade_id::text FROM trades")
@@ -163,7 +174,8 @@ async def assert_complete(sim: Any, dsn: str, *, books: bool = True, timeout: fl
                 break
             await asyncio.sleep(0.5)
         assert not bad, (f"{len(bad)} of {len(tickers)} books differ from the simulator, e.g. {bad[0]}: "
-                         f"db={rebuild_book(dsn, bad[0])} true={sim.true_book(bad[0])}")
+                         f"db={rebuild_book(dsn, bad[0])} true={sim.true_book(bad[0])}; "
+                         f"rebuilt from {_how_rebuilt(dsn, bad[0])}")
         summary["books"] = len(tickers)
     return summary
 

@@ -67,8 +67,17 @@ def test_a_boundary_is_refused_when_its_millisecond_is_not_ordered() -> None:
     assert resolve(snap, [b, StoredDelta(5 * MS, "yes", 1000, 3, 0, 0)]) is None
     assert resolve(snap, []) is None  # the boundary is not stored
     quiet = StoredSnapshot(60_000 * MS, "ws", "g", (), (), "quiet")
-    assert resolve(quiet, [StoredDelta(58_000 * MS, "yes", 1000, 1)]) is None  # within 3 s
-    assert resolve(quiet, [StoredDelta(56_000 * MS, "yes", 1000, 1)]) == Cut(60_000 * MS, True, "time")
+    unknown = StoredSnapshot(60_000 * MS, "ws", "g", (), (), None)
+    at_its_time = Cut(60_000 * MS, True, "time")
+    # nothing followed a quiet snapshot: a delta just before it is in it, one just after may be
+    assert resolve(quiet, [StoredDelta(58_000 * MS, "yes", 1000, 1)]) == at_its_time
+    assert resolve(quiet, [StoredDelta(60_000 * MS, "yes", 1000, 1)]) == at_its_time
+    assert resolve(quiet, [StoredDelta(62_000 * MS, "yes", 1000, 1)]) is None
+    assert resolve(quiet, [StoredDelta(64_000 * MS, "yes", 1000, 1)]) == at_its_time
+    # a snapshot of unknown place is refused within 3 s on either side
+    assert resolve(unknown, [StoredDelta(58_000 * MS, "yes", 1000, 1)]) is None
+    assert resolve(unknown, [StoredDelta(62_000 * MS, "yes", 1000, 1)]) is None
+    assert resolve(unknown, [StoredDelta(56_000 * MS, "yes", 1000, 1)]) == at_its_time
     chosen = choose_base([(snap, [b, StoredDelta(5 * MS, "yes", 1000, 3, 0, 0)])])
     assert chosen is not None and chosen[2] == ["snapshot_place_unknown"]
 
