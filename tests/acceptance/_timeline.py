@@ -496,7 +496,7 @@ def dropped_deltas_everywhere(run: Run) -> str:
                             "NOT recovered AND ticker = %s AND window_start >= %s GROUP BY 1",
                   (ticker, p.start_us - 2 * US)))
     assert set(gaps) >= set(GATHERERS), gaps
-    p.effects.update(ticker=ticker, deltas_dropped=len(ns), seq_gap_rows=gaps)
+    p.effects.update(ticker=ticker, deltas_dropped=len(ns), dropped_n=sorted(ns), seq_gap_rows=gaps)
     run.end(p)
     return ticker
 
