@@ -3,6 +3,10 @@
 ``SimProcess(workdir, **SimConfig fields)`` starts ``python -m bench._simproc`` with the config
 as JSON, waits for its ready file, and exposes the URLs, a registered key pair (``key_id``,
 ``key_file``), start time and RSS. ``stop()`` terminates it (SIGTERM, then SIGKILL).
+
+Like REST billing (``tier=None``), the simulator's WebSocket limits model is off here unless a
+benchmark asks for it (``NO_WS_LIMITS``): the raw-limit clients subscribe every market in one
+command, and a benchmark measures the machine. ``bench/coverage.py`` turns Kalshi's limits on.
 """
 
 from __future__ import annotations
@@ -21,7 +25,12 @@ import httpx
 
 from ._harness import proc_rss_bytes
 
-__all__ = ["SimProcess"]
+__all__ = ["NO_WS_LIMITS", "SimProcess"]
+
+#: SimConfig fields that switch off the WebSocket limits model (markets per subscription,
+#: command rate, sockets per key; multivariate tickers accepted in a subscribe).
+NO_WS_LIMITS: dict[str, Any] = {"ws_max_markets": 0, "ws_cmd_rate": 0, "ws_max_connections": 0,
+                                "ws_reject_mve": False}
 
 
 class SimProcess:
@@ -31,7 +40,7 @@ class SimProcess:
         from kalshi_sim.auth import write_keypair
 
         self.key_id, self.key_file = write_keypair(self.dir / "keys")
-        self.config = {"tier": None, "anon_tier": None, "auth_skew_ms": 3_600_000,
+        self.config = {"tier": None, "anon_tier": None, "auth_skew_ms": 3_600_000, **NO_WS_LIMITS,
                        "key_dir": str(self.dir / "keys"), **config}
         self.proc: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}

@@ -41,9 +41,10 @@ async def arun(ctx: Context) -> list[Row]:
     workdir = Path(ctx.workdir) / "coverage"
     workdir.mkdir(parents=True, exist_ok=True)
     # Kalshi's Basic tier and its WebSocket limits: the simulator's defaults, stated here since
-    # SimProcess switches REST limits off for the other benchmarks.
+    # SimProcess switches both off for the other benchmarks.
     sim = SimProcess(workdir, preset=preset, seed=11, clock_speed=1.0, rate=200.0,
                      churn_per_s=0.0, tier="basic", anon_tier="basic", truth_tickers=False,
+                     ws_max_markets=1_000, ws_cmd_rate=20, ws_max_connections=150, ws_reject_mve=True,
                      ws_max_buffer=5_000_000, ping_interval_s=10.0, pong_timeout_s=120.0)
     sim.start(timeout=300)
     app = None

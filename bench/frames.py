@@ -25,6 +25,8 @@ from websockets.asyncio.client import connect
 
 from kalshi_sim import SimConfig, Simulator
 
+from ._simproc import NO_WS_LIMITS
+
 __all__ = ["PROFILES", "load", "record", "record_all"]
 
 PROFILES = ("fp2026", "legacy2025")
@@ -39,7 +41,7 @@ async def record(out_dir: Path, profile: str, n: int, preset: str = "medium") ->
         SimConfig(
             preset=preset, profile=profile, seed=SEED, clock_speed=0.0, start_ms=START_MS,
             tier=None, anon_tier=None, ws_require_auth=False, ws_max_buffer=10_000_000,
-            truth_tickers=False, churn_per_s=0.0, rate=rate,
+            truth_tickers=False, churn_per_s=0.0, rate=rate, **NO_WS_LIMITS,
         )
     )
     await sim.start()

@@ -31,6 +31,7 @@ from kalshi_sim import SimConfig, Simulator
 
 from . import frames
 from ._harness import Sample, Stat, peak_rss_bytes, summarise
+from ._simproc import NO_WS_LIMITS
 from ._model import Context, Row
 
 LIVE_RATE = 60_000.0  # engine msgs per virtual second: more than one core can generate + send
@@ -110,7 +111,7 @@ async def arun(ctx: Context) -> list[Row]:
         preset="medium", profile="fp2026", seed=3, clock_speed=1.0, rate=LIVE_RATE,
         churn_per_s=0.0, tier=None, anon_tier=None, ws_require_auth=False,
         ws_max_buffer=20_000_000, truth_tickers=False, ping_interval_s=30.0, pong_timeout_s=60.0,
-        auth_skew_ms=3_600_000)  # a busy loop may take seconds to get to a handshake
+        auth_skew_ms=3_600_000, **NO_WS_LIMITS)  # a busy loop may take seconds to get to a handshake
     runner, blast_port = await _blast_server(stream)
     track = _CpuTrack()
     track.start()

@@ -66,6 +66,8 @@ async def router_rows(ctx: Context) -> tuple[list[Any], list[Any]]:
 def replicate(rows: list[Any], n: int, kind: str) -> list[Any]:
     """``n`` distinct rows from ``rows``: copy k shifts exchange_ts by k days (deltas) or gets
     fresh trade ids (trades), so no copy conflicts with another."""
+    if not rows:
+        raise RuntimeError(f"no recorded {kind} to replicate: the frame recording holds none")
     out: list[Any] = []
     k = 0
     while len(out) < n:
