@@ -156,7 +156,10 @@ async def arun(ctx: Context) -> list[Row]:
         bodies: dict[str, dict[str, Any]] = {
             "series": await rest.get("/series"), "status": await rest.exchange_status(),
             "events": await rest.get("/events", {"status": "open", "limit": 200})}
-        async for page in rest.paginate("/markets", {"status": "open"}, "markets", limit=1000):
+        # as the registry asks (mve_filter=exclude): a multivariate ticker has no -M number to
+        # splice, so a recorded page of them would replay as the same 1,000 markets every time
+        async for page in rest.paginate("/markets", {"status": "open", "mve_filter": "exclude"},
+                                        "markets", limit=1000):
             if pages == 0:
                 bodies["markets"] = {"markets": page}
             pages += 1
