@@ -14,7 +14,7 @@ demo: setup
 	.venv/bin/kalshi-data demo $(ARGS)
 
 # Benchmarks (never pass/fail): raw limits and our figures in the same run, ratios, CPU s per
-# million, peak RSS; ~11 minutes; ARGS="--quick" for a smoke run, ARGS="--soak" for the 30-minute
+# million, peak RSS; ~18 minutes; ARGS="--quick" for a smoke run, ARGS="--soak" for the 30-minute
 # soak (not in the default run). Writes bench/results/latest.json. The [bench] extra holds the
 # alternative stacks the run measures (uvloop, msgspec, picows).
 bench: setup

@@ -7,7 +7,8 @@ msgs/s.
   (``tier=None``) and its truth log written to a file.
 - The gatherer uses the production connection plan (2 ticker, 2 trade, 2 lifecycle sockets,
   orderbook sockets of 5,000 markets each), with as many orderbook sockets as it takes to cover
-  every open market of the preset on this one machine (the default, 144, covers 720,000).
+  every open market of the preset, up to the key's 150 sockets (``connections.max_per_key``);
+  past that the markets are spread over the 144 orderbook sockets (xl: ~7,300 each).
 - Load: the engine rate is calibrated so the gatherer *receives* ~5,000 msgs/s (both trade and
   ticker sockets count, as they do in production), and every 300 s (60 s in runs under 20
   minutes) it runs ten times faster for 5 s: bursts of ~50,000 msgs/s.
@@ -52,6 +53,7 @@ from ._simproc import SimProcess
 MSGS_PER_S = 5_000
 BURST_FACTOR = 10  # 50,000 msgs/s
 MARKETS_PER_CONN = 5_000
+SOCKETS_PER_KEY = 150  # the gatherer's default connections.max_per_key
 SAMPLE_S = 10.0
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,12 +218,16 @@ async def arun(ctx: Context) -> list[Row]:
     try:
         # every initial market of the preset is open within 10 minutes of its start
         n_markets = (await sim.control("GET", "/info"))["markets"]
-        ob = math.ceil(n_markets * 1.05 / MARKETS_PER_CONN)
+        # as many orderbook sockets as that takes at MARKETS_PER_CONN, within the gatherer's
+        # per-key socket cap (connections.max_per_key): past it the gatherer parks the extra
+        # sockets, which would never turn healthy, so the markets are spread over fewer
+        ob = min(math.ceil(n_markets * 1.05 / MARKETS_PER_CONN), SOCKETS_PER_KEY - 6)
+        per_conn = max(MARKETS_PER_CONN, math.ceil(n_markets * 1.05 / ob))
         from .dedup import _db_section
 
         g = config(sim, gdsn, workdir, connections={
-            "ticker": 2, "trade": 2, "lifecycle": 2, "orderbook": ob,
-            "markets_per_connection": MARKETS_PER_CONN, "stagger_s": 0.02,
+            "ticker": 2, "trade": 2, "lifecycle": 2, "orderbook": ob, "max_per_key": SOCKETS_PER_KEY,
+            "markets_per_connection": per_conn, "stagger_s": 0.02,
             "ping_interval_s": 10.0, "ping_timeout_s": 60.0, "silent_role_s": 600.0},
             poller={"enabled": True, "interval_s": 900.0},
             rate_limit={"read_per_s": 1000.0, "read_capacity": 1000.0},  # 100 requests/s
