@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from kalshi_data.books import record_starts
 from shared.pgcluster import PgCluster
 
 from ._db import ROLE_PASSWORDS, fresh_database
@@ -117,9 +118,7 @@ async def arun(ctx: Context) -> list[Row]:
             db_trades = {r[0] for r in conn.execute("SELECT trade_id::text FROM trades").fetchall()}
             # A market's deltas count from its first WS snapshot (as in the soak and the
             # acceptance test): one opening during the run moves a moment before it is subscribed.
-            starts = {t: int(s) + 1000 for t, s in conn.execute(
-                "SELECT ticker, min(coalesce(last_delta_ts, snapshot_ts)) FROM orderbook_snapshots "
-                "WHERE source <> 'rest' GROUP BY ticker").fetchall()}
+            starts = {t: s + 1000 for t, s in record_starts(conn).items()}  # after its millisecond
             db_per = Counter(t for t, ts in conn.execute(
                 "SELECT ticker, exchange_ts FROM orderbook_deltas WHERE exchange_ts >= %s AND "
                 "exchange_ts < %s", (span_lo, span_hi)) if int(ts) >= starts.get(t, span_hi))

@@ -108,6 +108,15 @@ def stream_deltas(conn: Conn, ticker: str, lo: int, hi: int) -> Iterator[tuple[i
             yield from rows
 
 
+def record_starts(conn: Conn) -> dict[str, int]:
+    """Where each market's record starts: the stream position (µs) of its first WebSocket
+    snapshot, the last delta it includes or its own time. Nothing before it can be compared with
+    a truth: a market opening mid-run moves a moment before any gatherer subscribes it."""
+    return {t: int(ts) for t, ts in conn.execute(
+        "SELECT ticker, min(coalesce(last_delta_ts, snapshot_ts)) FROM orderbook_snapshots "
+        "WHERE source <> 'rest' GROUP BY ticker").fetchall() if ts is not None}
+
+
 def market_lossy_windows(conn: Conn, ticker: str) -> list[Interval]:
     """book_lossy_windows(ticker) computed in Python from coverage_events (the same rules). On a
     gatherer's own database (no sync_cursors) the fleet is that gatherer."""

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from kalshi_data.books import record_starts
+
 if TYPE_CHECKING:
     from kalshi_data.verify import Report, TruthLog
 
@@ -238,9 +240,7 @@ def _missing_admitted(res: LedgerCheck, prod: Conn, wins: list[LedgerWindow], lo
         else:
             res.declared_trades.append((tid, ts))
     # deltas: production's multiset against the truth's, from each market's first snapshot on
-    starts = {t: int(ts) for t, ts in prod.execute(
-        "SELECT ticker, min(coalesce(last_delta_ts, snapshot_ts)) FROM orderbook_snapshots "
-        "WHERE source <> 'rest' GROUP BY ticker").fetchall() if ts is not None}
+    starts = record_starts(prod)
     have: dict[str, Counter[tuple[int, str, int, int]]] = defaultdict(Counter)
     for t, ts, side, price, delta in prod.execute(
             "SELECT ticker, exchange_ts, side, price, delta FROM orderbook_deltas WHERE exchange_ts >= %s "

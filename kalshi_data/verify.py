@@ -57,7 +57,7 @@ import orjson
 import psycopg
 
 from kalshi_data import ledger_check
-from kalshi_data.books import book_at, market_lossy_windows
+from kalshi_data.books import book_at, market_lossy_windows, record_starts
 from kalshi_data.fleet.errors import FleetError
 from kalshi_data.fleet.info import database_dsns, load_fleet_file
 from kalshi_data.progress import Progress
@@ -650,9 +650,7 @@ DeltaKey = tuple[int, str, int, int]  # (ts_us at ms precision, side, price, del
 
 def _truth_deltas(report: Report, prod: Conn, log: TruthLog, lo: int, hi: int, unrecovered: Unrecovered) -> None:
     # Where each market's production record starts: its first snapshot's position in the stream.
-    starts = {t: int(ts) for t, ts in prod.execute(
-        "SELECT ticker, min(coalesce(last_delta_ts, snapshot_ts)) FROM orderbook_snapshots "
-        "WHERE source <> 'rest' GROUP BY ticker").fetchall() if ts is not None}
+    starts = record_starts(prod)
     pdeltas: dict[str, Counter[DeltaKey]] = defaultdict(Counter)
     for ticker, ts, side, price, delta in prod.execute(
             "SELECT ticker, exchange_ts, side, price, delta FROM orderbook_deltas WHERE exchange_ts >= %s "
