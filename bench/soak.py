@@ -55,6 +55,7 @@ BURST_FACTOR = 10  # 50,000 msgs/s
 MARKETS_PER_CONN = 5_000
 SOCKETS_PER_KEY = 150  # the gatherer's default connections.max_per_key
 SAMPLE_S = 10.0
+BURST_WAKE_S = 30.0  # after a burst, rows received this long count as the burst's in the lag split
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -155,9 +156,12 @@ def one_row(c: psycopg.Connection[Any], sql: str) -> Any:
     return row[0] if row else None
 
 
-def _compare(prod: str, truth: Path, lo_ms: int, hi_ms: int) -> dict[str, Any]:
+def _compare(prod: str, truth: Path, lo_ms: int, hi_ms: int,
+             bursts: list[tuple[int, int]]) -> dict[str, Any]:
     """Rows lost (in truth, not in production) and duplicated or invented (in production beyond
-    truth) for the window, in SQL against the truth loaded with COPY; and the merge lag."""
+    truth) for the window, in SQL against the truth loaded with COPY; and the merge lag, of every
+    row and split by when the gatherer received it: in a burst or its wake (``bursts``: received_at
+    ranges in µs) or under the steady load, so a miss says which load it comes from."""
     lo, hi = lo_ms * 1000, hi_ms * 1000
     with psycopg.connect(prod, autocommit=True) as c:
         nd, nt = _load_truth(c, truth, lo_ms, hi_ms)
@@ -189,16 +193,30 @@ def _compare(prod: str, truth: Path, lo_ms: int, hi_ms: int) -> dict[str, Any]:
                       "exchange_ts BETWEEN %(lo)s AND %(hi)s) + (SELECT count(*) FROM trades p "
                       "WHERE p.exchange_ts BETWEEN %(lo)s AND %(hi)s AND NOT EXISTS (SELECT 1 "
                       "FROM truth_t t WHERE t.trade_id = p.trade_id))")[0]
+        c.execute("CREATE TEMP TABLE lags AS SELECT received_at, (merged_at - received_at) / 1e6 "
+                  "AS lag FROM trades WHERE exchange_ts BETWEEN %(lo)s AND %(hi)s UNION ALL "
+                  "SELECT received_at, (merged_at - received_at) / 1e6 FROM orderbook_deltas "
+                  "WHERE exchange_ts BETWEEN %(lo)s AND %(hi)s", win)
+        c.execute("CREATE TEMP TABLE bursts (lo BIGINT, hi BIGINT)")
+        with c.cursor().copy("COPY bursts FROM STDIN") as cp:
+            for b in bursts:
+                cp.write_row(b)
         (p50, p99), lag_max, n_lag = one(
             "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag), max(lag), "
-            "count(*) FROM (SELECT (merged_at - received_at) / 1e6 AS lag FROM trades WHERE "
-            "exchange_ts BETWEEN %(lo)s AND %(hi)s UNION ALL SELECT (merged_at - received_at) "
-            "/ 1e6 FROM orderbook_deltas WHERE exchange_ts BETWEEN %(lo)s AND %(hi)s) x")
+            "count(*) FROM lags")
+        split = {}
+        for name, cond in (("steady", "NOT EXISTS"), ("burst", "EXISTS")):
+            (q50, q99), n = one(
+                "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP (ORDER BY lag), count(*) "
+                f"FROM lags l WHERE {cond} (SELECT 1 FROM bursts b WHERE l.received_at BETWEEN "
+                "b.lo AND b.hi)")
+            split[name] = {"p50_s": round(float(q50 or 0.0), 3),
+                           "p99_s": round(float(q99 or 0.0), 3), "rows": n}
     return {"truth_deltas": nd, "deltas_before_subscription": n_excused, "truth_trades": nt,
             "deltas_lost": d_lost, "deltas_duplicated": d_extra,
             "trades_lost": t_lost, "trades_duplicated": t_extra,
             "lag_p50_s": round(float(p50 or 0.0), 3), "lag_p99_s": round(float(p99 or 0.0), 3),
-            "lag_max_s": round(float(lag_max or 0.0), 3), "lag_rows": n_lag}
+            "lag_max_s": round(float(lag_max or 0.0), 3), "lag_rows": n_lag, "lag_by_load": split}
 
 
 async def arun(ctx: Context) -> list[Row]:
@@ -279,12 +297,16 @@ async def arun(ctx: Context) -> list[Row]:
         end = t0 + minutes * 60
         next_burst = t0 + burst_every / 2
         bursts = 0
+        burst_us: list[tuple[int, int]] = []
         while time.monotonic() < end:
             now = time.monotonic()
             if now >= next_burst:
+                b_lo = time.time_ns() // 1000
                 await sim.control("POST", "/rate", {"rate": base * BURST_FACTOR})
                 await asyncio.sleep(burst_s)
                 await sim.control("POST", "/rate", {"rate": base})
+                # the burst's wake: what it left queued is received and merged late after it
+                burst_us.append((b_lo, time.time_ns() // 1000 + int(BURST_WAKE_S * 1e6)))
                 bursts += 1
                 next_burst += burst_every
             for s in services:
@@ -307,7 +329,7 @@ async def arun(ctx: Context) -> list[Row]:
         for s in reversed(services):
             s.stop()
         sim.stop()
-    cmp = _compare(pdsn, truth, run_lo_ms, run_hi_ms)
+    cmp = _compare(pdsn, truth, run_lo_ms, run_hi_ms, burst_us)
     slope = {k: round(_slope_mb_per_min(v), 2) for k, v in rss.items()}
     lost = cmp["deltas_lost"] + cmp["trades_lost"]
     dup = cmp["deltas_duplicated"] + cmp["trades_duplicated"]
