@@ -54,7 +54,7 @@ from gatherer.router import _ROUTED_TYPES as ROUTED_TYPES
 from gatherer.router import BackfillRequest, ResyncRequest, Router
 from gatherer.spool import Spool, SpoolBudget, SpoolError
 from gatherer.writer import SPECS, PgSink, Writer, WriterClosed, make_writers
-from shared import db
+from shared import db, heap
 from shared.errors import ConfigError, StorageError
 from shared.http import HttpServer, start_servers
 from shared.kalshi.auth import KeyLoadError, load_private_key
@@ -100,8 +100,8 @@ class GathererApp:
         cfg = dataclasses.replace(cfg, kalshi=cfg.kalshi.with_api_key())
         self.cfg = cfg
         self.prom = registry if registry is not None else CollectorRegistry()
-        if process_metrics:
-            add_process_collectors(self.prom)
+        # the heap policy is process-wide: only a gatherer that owns its process freezes
+        self.gc_metrics = add_process_collectors(self.prom) if process_metrics else None
         self.metrics = GathererMetrics(self.prom)
         # every known series at 0 from the first scrape
         self.metrics.init_labels(writers=tuple(SPECS), routed_types=ROUTED_TYPES, parse_reasons=REJECT_REASONS,
@@ -251,6 +251,9 @@ class GathererApp:
             log.info("admin API on %s", self.admin.url)
         else:
             log.info("admin API disabled (no admin token configured)")
+        if self.gc_metrics is not None and cfg.gc.freeze:
+            self._spawn(heap.freeze_periodically(cfg.gc.freeze_interval_s, self.gc_metrics),
+                        "gc-freeze")
         self.started = True
         log.info("gatherer %s running: %d connections, %d open markets", cfg.gatherer_id,
                  len(self.conns.conns), self.registry.active_count)

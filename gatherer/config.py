@@ -318,6 +318,16 @@ class RawLogConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GcConfig:
+    """The garbage collector (shared/heap.py): every ``freeze_interval_s`` a full collection runs
+    and what survives it is frozen out of later ones, so a gatherer holding a million markets does
+    not stop its sockets for seconds per collection. ``freeze: false`` keeps CPython's default."""
+
+    freeze: bool = True
+    freeze_interval_s: PositiveFloat = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class GathererConfig:
     gatherer_id: str
     kalshi: KalshiConfig
@@ -335,4 +345,5 @@ class GathererConfig:
     admin: AdminConfig = AdminConfig()
     retention: RetentionConfig = RetentionConfig()
     raw_log: RawLogConfig = RawLogConfig()
+    gc: GcConfig = GcConfig()
     logging: LoggingConfig = LoggingConfig()

@@ -32,6 +32,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from shared.heap import GcMetrics
+
 # ---- known label values ---------------------------------------------------------------------
 WS_ROLES = ("ticker", "trade", "lifecycle", "orderbook")  # gatherer/connection.py ROLES
 WS_CHANNELS = ("ticker", "trade", "market_lifecycle_v2", "orderbook_delta")
@@ -65,11 +67,13 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 _BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000)
 
 
-def add_process_collectors(registry: CollectorRegistry) -> None:
-    """Attach process/GC/platform collectors (process_resident_memory_bytes and friends)."""
+def add_process_collectors(registry: CollectorRegistry) -> GcMetrics:
+    """Attach process/GC/platform collectors (process_resident_memory_bytes and friends) and the
+    GC pause histogram; returns the latter for the heap policy (shared/heap.py)."""
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
+    return GcMetrics(registry)
 
 
 class DbPoolMetrics:

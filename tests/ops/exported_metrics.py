@@ -26,6 +26,7 @@ GATHERER: dict[str, str] = {
     "market_registry_active_markets": GAUGE,
     "market_registry_lifecycle_events_total": COUNTER,  # {type}
     "market_registry_reconcile_duration_seconds": HISTOGRAM,
+    "python_gc_pause_seconds": HISTOGRAM,  # {generation} shared/heap.py (gatherer dashboard)
     "market_registry_rest_errors_total": COUNTER,  # {endpoint}
     "market_registry_last_sync_timestamp": GAUGE,  # unix seconds of the last completed sync
     "market_registry_exchange_active": GAUGE,  # 1/0
