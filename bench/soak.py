@@ -16,7 +16,8 @@ msgs/s.
   during the run trades a moment before the registry subscribes it
   (``deltas_before_subscription``).
 
-Reported: RSS of the gatherer and of the deduplicator sampled every 10 s and the slope of a
+Reported: the gatherer's full garbage collections during the run (count, seconds stopped, the
+longest's bucket: shared/heap.py); RSS of the gatherer and of the deduplicator sampled every 10 s and the slope of a
 least-squares line over the second half of the run (MB per minute; ~0 = no leak); lag p50/p99 =
 production ``merged_at`` - ``received_at`` (socket receive to merged into production) of every
 trade and delta of the run; gatherer CPU seconds per million messages received; and, once the
@@ -88,6 +89,19 @@ class Service:
                     total += s.value
         return total
 
+    async def gc_pauses(self) -> dict[str, float]:
+        """Full (generation 2) collections so far: count, seconds in all, and the cumulative
+        count per bucket bound (shared/heap.py's python_gc_pause_seconds)."""
+        async with httpx.AsyncClient(timeout=30) as c:
+            text = (await c.get(self.metrics_url)).text
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if fam.name == "python_gc_pause_seconds" and s.labels.get("generation") == "2":
+                    key = s.name.rsplit("_", 1)[1]
+                    out[f"le={s.labels['le']}" if key == "bucket" else key] = s.value
+        return out
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -100,6 +114,21 @@ class Service:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         return self.proc.returncode
+
+
+def _gc_summary(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Full collections during the run: how many, seconds stopped, and the bucket bound the
+    longest one fell under."""
+    n = after.get("count", 0.0) - before.get("count", 0.0)
+    longest = None
+    for key in sorted((k for k in after if k.startswith("le=")),
+                      key=lambda k: float(k[3:].replace("+Inf", "inf"))):
+        if after[key] - before.get(key, 0.0) >= n:
+            longest = key[3:]
+            break
+    return {"gc_full_collections": int(n),
+            "gc_full_pause_s": round(after.get("sum", 0.0) - before.get("sum", 0.0), 2),
+            "gc_longest_full_pause_le_s": longest if n else None}
 
 
 def _slope_mb_per_min(samples: list[tuple[float, int]]) -> float:
@@ -292,6 +321,7 @@ async def arun(ctx: Context) -> list[Row]:
         await sim.control("POST", "/rate", {"rate": base})
         run_lo_ms = (await sim.control("GET", "/info"))["now_ms"]
         c0 = {s.name: proc_cpu_s(s.pid) for s in services}
+        gc0 = await gat.gc_pauses()
         m0 = await gat.metric("ws_client_messages_received_total")
         t0 = time.monotonic()
         end = t0 + minutes * 60
@@ -319,6 +349,7 @@ async def arun(ctx: Context) -> list[Row]:
         run_hi_ms = (await sim.control("GET", "/info"))["now_ms"]
         msgs = await gat.metric("ws_client_messages_received_total") - m0
         cpu = {s.name: proc_cpu_s(s.pid) - c0[s.name] for s in services}
+        gc_run = _gc_summary(gc0, await gat.gc_pauses())
         # drain: the gatherer's queues empty, then production stops growing
         await _until(lambda: _quiet(gat), 600, "the gatherer's queues to drain")
         await _until(_merged(pdsn), 600, "the deduplicator to catch up", every=5.0)
@@ -345,7 +376,7 @@ async def arun(ctx: Context) -> list[Row]:
         "rss_mb_start": {k: round(v[0][1] / 2**20) for k, v in rss.items() if v},
         "rss_mb_end": {k: round(v[-1][1] / 2**20) for k, v in rss.items() if v},
         "rss_mb_peak": {k: round(v / 2**20) for k, v in rss_peak.items()},
-        "seq_gaps": gaps, "sim_overflows": overflows, **cmp,
+        "seq_gaps": gaps, "sim_overflows": overflows, **gc_run, **cmp,
     }
     (workdir.parent / "soak_rss.json").write_text(orjson.dumps(rss).decode())
     return [Row("soak", f"soak: {preset}, {minutes:g} min at 5,000 msgs/s + bursts", "min", None, None,
