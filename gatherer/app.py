@@ -136,6 +136,11 @@ class GathererApp:
         self.servers = await start_servers(cfg.health, cfg.metrics, health=self.health.doc,  # type: ignore[arg-type]
                                            ready=self.health.ready, registry=self.prom)
 
+        freeze = self.gc_metrics is not None and cfg.gc.freeze
+        if freeze:
+            self._spawn(heap.freeze_periodically(cfg.gc.freeze_interval_s, self.gc_metrics),
+                        "gc-freeze")
+
         # Key problems are fatal and need no database: find them before waiting for one.
         self.rest = RestClient(cfg.kalshi, self.key, cfg.rate_limit, m, auth_retry_s=cfg.kalshi.auth_retry_s)
         self.health.rest = self.rest
@@ -197,6 +202,8 @@ class GathererApp:
             events_sink=self.writers["events"], series_sink=self.writers["series"], now_us=_now_us)
         self.health.registry = self.registry
         await self._initial_sync()
+        if freeze:  # the catalogue just loaded is the bulk of what lives for the whole run
+            heap.freeze(self.gc_metrics)
 
         resync_q: asyncio.Queue[ResyncRequest] = asyncio.Queue(10_000)
         lifecycle_q: asyncio.Queue[Lifecycle | SeqGap] = asyncio.Queue(100_000)
@@ -251,9 +258,6 @@ class GathererApp:
             log.info("admin API on %s", self.admin.url)
         else:
             log.info("admin API disabled (no admin token configured)")
-        if self.gc_metrics is not None and cfg.gc.freeze:
-            self._spawn(heap.freeze_periodically(cfg.gc.freeze_interval_s, self.gc_metrics),
-                        "gc-freeze")
         self.started = True
         log.info("gatherer %s running: %d connections, %d open markets", cfg.gatherer_id,
                  len(self.conns.conns), self.registry.active_count)
