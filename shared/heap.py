@@ -19,6 +19,7 @@ slope (0.06 MB/min over 30 minutes).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import gc
 import logging
 import time
@@ -53,11 +54,7 @@ class _Pauses:
         if not 0 <= generation < len(_GENERATIONS):
             return
         self.sums[generation] += seconds
-        counts = self.buckets[generation]
-        i = 0
-        while i < len(_PAUSE_BUCKETS) and seconds > _PAUSE_BUCKETS[i]:
-            i += 1
-        counts[i] += 1
+        self.buckets[generation][bisect.bisect_left(_PAUSE_BUCKETS, seconds)] += 1
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         family = HistogramMetricFamily(
