@@ -55,6 +55,7 @@ MSGS_PER_S = 5_000
 BURST_FACTOR = 10  # 50,000 msgs/s
 MARKETS_PER_CONN = 5_000
 SOCKETS_PER_KEY = 150  # the gatherer's default connections.max_per_key
+OTHER_SOCKETS = {"ticker": 2, "trade": 2, "lifecycle": 2}  # the production plan's non-book sockets
 SAMPLE_S = 10.0
 BURST_WAKE_S = 30.0  # after a burst, rows received this long count as the burst's in the lag split
 REPO = Path(__file__).resolve().parents[1]
@@ -78,28 +79,25 @@ class Service:
     def pid(self) -> int:
         return self.proc.pid
 
-    async def metric(self, name: str, **labels: str) -> float:
-        """Sum of the samples of ``name`` matching ``labels`` (0 when absent)."""
+    async def _samples(self) -> list[Any]:
+        """Every sample of one scrape of the service's /metrics."""
         async with httpx.AsyncClient(timeout=30) as c:
             text = (await c.get(self.metrics_url)).text
-        total = 0.0
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-        return total
+        return [s for fam in text_string_to_metric_families(text) for s in fam.samples]
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """Sum of the samples of ``name`` matching ``labels`` (0 when absent)."""
+        return sum((s.value for s in await self._samples()
+                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())), 0.0)
 
     async def gc_pauses(self) -> dict[str, float]:
         """Full (generation 2) collections so far: count, seconds in all, and the cumulative
         count per bucket bound (shared/heap.py's python_gc_pause_seconds)."""
-        async with httpx.AsyncClient(timeout=30) as c:
-            text = (await c.get(self.metrics_url)).text
         out: dict[str, float] = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if fam.name == "python_gc_pause_seconds" and s.labels.get("generation") == "2":
-                    key = s.name.rsplit("_", 1)[1]
-                    out[f"le={s.labels['le']}" if key == "bucket" else key] = s.value
+        for s in await self._samples():
+            name, _, key = s.name.rpartition("_")
+            if name == "python_gc_pause_seconds" and s.labels.get("generation") == "2":
+                out[f"le={s.labels['le']}" if key == "bucket" else key] = s.value
         return out
 
     def alive(self) -> bool:
@@ -268,12 +266,13 @@ async def arun(ctx: Context) -> list[Row]:
         # as many orderbook sockets as that takes at MARKETS_PER_CONN, within the gatherer's
         # per-key socket cap (connections.max_per_key): past it the gatherer parks the extra
         # sockets, which would never turn healthy, so the markets are spread over fewer
-        ob = min(math.ceil(n_markets * 1.05 / MARKETS_PER_CONN), SOCKETS_PER_KEY - 6)
+        ob = min(math.ceil(n_markets * 1.05 / MARKETS_PER_CONN),
+                 SOCKETS_PER_KEY - sum(OTHER_SOCKETS.values()))
         per_conn = max(MARKETS_PER_CONN, math.ceil(n_markets * 1.05 / ob))
         from .dedup import _db_section
 
         g = config(sim, gdsn, workdir, connections={
-            "ticker": 2, "trade": 2, "lifecycle": 2, "orderbook": ob, "max_per_key": SOCKETS_PER_KEY,
+            **OTHER_SOCKETS, "orderbook": ob, "max_per_key": SOCKETS_PER_KEY,
             "markets_per_connection": per_conn, "stagger_s": 0.02,
             "ping_interval_s": 10.0, "ping_timeout_s": 60.0, "silent_role_s": 600.0},
             poller={"enabled": True, "interval_s": 900.0},
@@ -297,7 +296,7 @@ async def arun(ctx: Context) -> list[Row]:
             try:
                 live = await gat.metric("market_registry_active_markets")
                 return live > 0 and await gat.metric("gatherer_markets_active") >= live and \
-                    await gat.metric("conn_manager_connections_healthy") >= 6 + ob
+                    await gat.metric("conn_manager_connections_healthy") >= sum(OTHER_SOCKETS.values()) + ob
             except httpx.HTTPError:
                 return False
 

@@ -26,7 +26,6 @@ GATHERER: dict[str, str] = {
     "market_registry_active_markets": GAUGE,
     "market_registry_lifecycle_events_total": COUNTER,  # {type}
     "market_registry_reconcile_duration_seconds": HISTOGRAM,
-    "python_gc_pause_seconds": HISTOGRAM,  # {generation} shared/heap.py (gatherer dashboard)
     "market_registry_rest_errors_total": COUNTER,  # {endpoint}
     "market_registry_last_sync_timestamp": GAUGE,  # unix seconds of the last completed sync
     "market_registry_exchange_active": GAUGE,  # 1/0
@@ -85,6 +84,7 @@ GATHERER: dict[str, str] = {
     "rest_clock_skew_seconds": GAUGE,  # our clock minus the exchange's Date
     "retention_blocked_partitions": GAUGE,
     "retention_compression_blocked_chunks": GAUGE,  # TimescaleDB chunks kept uncompressed (unacked)
+    "python_gc_pause_seconds": HISTOGRAM,  # {generation} shared/heap.py (gatherer dashboard)
 }
 
 # `db_pool_*{database}` in observability.md; exported by gatherer and deduplicator alike. The
